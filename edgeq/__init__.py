@@ -1,0 +1,37 @@
+"""edgeq: from a trained TensorFlow/Keras model to a microcontroller or an edge Linux box.
+
+The public API mirrors the CLI. Every function imports TensorFlow lazily, so importing
+``edgeq`` (and ``edgeq --help``) stays fast.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "build", "quantize", "inspect", "emit", "bench"]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from edgeq.pipeline import build, quantize
+    from edgeq.tflite_info import inspect
+    from edgeq.codegen.emit import emit
+    from edgeq.bench.runner import bench
+
+_LAZY = {
+    "build": "edgeq.pipeline",
+    "quantize": "edgeq.pipeline",
+    "inspect": "edgeq.tflite_info",
+    "emit": "edgeq.codegen.emit",
+    "bench": "edgeq.bench.runner",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Resolve API functions on first use: importing them drags in TensorFlow or paramiko."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'edgeq' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)

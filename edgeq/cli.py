@@ -1,0 +1,236 @@
+"""The typer CLI: thin adapters over the library API.
+
+This is the only module that turns ``EdgeqError`` into output and exit codes:
+0 ok, 1 a quality gate failed, 2 bad input / refused, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from edgeq import __version__
+from edgeq.errors import EdgeqError
+
+app = typer.Typer(
+    name="edgeq",
+    help="Quantize a TensorFlow/Keras model, prove it runs on TensorFlow Lite Micro, "
+    "emit firmware sources, and benchmark it on edge Linux devices.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+    rich_markup_mode=None,
+)
+
+_DEBUG = False
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"edgeq {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """edgeq: TensorFlow/Keras → quantized .tflite → TFLite Micro firmware / edge Linux benchmark."""
+
+
+def set_debug(debug: bool) -> None:
+    """Remember --debug so the error handler in main() shows tracebacks."""
+    global _DEBUG
+    _DEBUG = _DEBUG or debug
+
+
+# ----------------------------------------------------------------------------- options
+ModelArg = Annotated[Path, typer.Argument(help="Keras .keras/.h5, SavedModel folder or .tflite file.", show_default=False)]
+Calibration = Annotated[
+    Optional[str],
+    typer.Option("--calibration", "-c", help="Representative data: .npy (N, *input_shape), .npz ('x' or one array "
+                 "per input name) or an image folder. 'random' only for smoke tests."),
+]
+EvalData = Annotated[
+    Optional[Path],
+    typer.Option("--eval-data", "-e", help="Validation data .npz with 'x' and optional labels 'y'. "
+                 "Default: a held-out 20 % of the calibration data."),
+]
+Samples = Annotated[Optional[int], typer.Option("--samples", "-n", help="Calibration samples to use (default: up to 500).")]
+Io = Annotated[Optional[str], typer.Option("--io", help="Input/output dtype: uint8 (int8 mode default), int8, float32, int16 (int16x8).")]
+Mode = Annotated[str, typer.Option("--mode", help="int8 (full integer), int16x8, float16, dynamic or float32.")]
+FloatFallback = Annotated[bool, typer.Option("--allow-float-fallback", help="int16x8 only: let ops without a 16x8 kernel stay float.")]
+Scale = Annotated[str, typer.Option("--scale", help="Pixel scaling for image folders: 0..1, -1..1 or 0..255.")]
+MaxDrop = Annotated[
+    Optional[float],
+    typer.Option("--max-accuracy-drop", help="Exit 1 when quantized top-1 accuracy is more than this many points below float."),
+]
+Force = Annotated[bool, typer.Option("--force", "-f", help="Replace existing outputs (and regenerate files you edited).")]
+Json = Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")]
+Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks and TensorFlow's own output on errors.")]
+
+
+def _emit_report(report: object, as_json: bool) -> None:
+    from edgeq.console import print_json
+    from edgeq.report import render_table
+
+    if as_json:
+        print_json(report.to_dict())  # type: ignore[attr-defined]
+    else:
+        render_table(report)  # type: ignore[arg-type]
+
+
+def _example_paths() -> tuple[Path, Path, Path]:
+    from edgeq.example import example_files
+
+    return example_files()
+
+
+@app.command()
+def build(
+    model: Annotated[Optional[Path], typer.Argument(help="Keras .keras/.h5, SavedModel folder or .tflite file.", show_default=False)] = None,
+    target: Annotated[str, typer.Option("--target", "-t", help="Target name (see `edgeq targets`).")] = "cortex-m",
+    calibration: Calibration = None,
+    eval_data: EvalData = None,
+    samples: Samples = None,
+    io: Io = None,
+    mode: Mode = "int8",
+    allow_float_fallback: FloatFallback = False,
+    scale: Scale = "0..1",
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (default: build/<name>).")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="Model name for files and C symbols (default: file stem).")] = None,
+    board: Annotated[Optional[str], typer.Option("--board", help="Board for the project scaffold, e.g. qemu-mps2-an386.")] = None,
+    lang: Annotated[str, typer.Option("--lang", help="Model sources in c or cpp.")] = "cpp",
+    labels: Annotated[Optional[Path], typer.Option("--labels", help="Text file, one class label per line, for the settings header.")] = None,
+    flash: Annotated[Optional[int], typer.Option("--flash", help="Flash budget in bytes (overrides the target's).")] = None,
+    ram: Annotated[Optional[int], typer.Option("--ram", help="RAM budget in bytes (overrides the target's).")] = None,
+    allow_over_budget: Annotated[bool, typer.Option("--allow-over-budget", help="Write the project even if it exceeds the budget.")] = False,
+    targets_dir: Annotated[Optional[Path], typer.Option("--targets-dir", help="Extra folder of target .toml files.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Run every check and list the files that would be written.")] = False,
+    max_accuracy_drop: MaxDrop = None,
+    example: Annotated[bool, typer.Option("--example", help="Use the bundled digits example model and data.")] = False,
+    force: Force = False,
+    json_out: Json = False,
+    debug: Debug = False,
+) -> None:
+    """Quantize, validate, check on TFLite Micro, and write the .tflite, C sources and a project."""
+    set_debug(debug)
+    import edgeq.pipeline as pipeline
+
+    if example:
+        model, calib_path, eval_path = _example_paths()
+        calibration = calibration or str(calib_path)
+        eval_data = eval_data or eval_path
+        name = name or "digits"
+    if model is None:
+        raise typer.BadParameter("give a MODEL (or --example)")
+    labels_list = None
+    if labels is not None:
+        from edgeq.errors import UserError
+
+        if not labels.is_file():
+            raise UserError(f"labels file not found: {labels}")
+        labels_list = [ln.strip() for ln in labels.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    report = pipeline.build(
+        model, target=target, out=out, name=name, force=force, mode=mode, io=io,
+        allow_float_fallback=allow_float_fallback, calibration=calibration, eval_data=eval_data,
+        samples=samples, scale=scale, max_accuracy_drop=max_accuracy_drop,
+        firmware={"board": board, "lang": lang, "labels": labels_list, "flash": flash, "ram": ram,
+                  "allow_over_budget": allow_over_budget, "targets_dir": targets_dir, "dry_run": dry_run},
+    )
+    _emit_report(report, json_out)
+
+
+@app.command()
+def quantize(
+    model: ModelArg,
+    output: Annotated[Path, typer.Option("--output", "-o", help="The .tflite file to write.")],
+    calibration: Calibration = None,
+    eval_data: EvalData = None,
+    samples: Samples = None,
+    io: Io = None,
+    mode: Mode = "int8",
+    allow_float_fallback: FloatFallback = False,
+    scale: Scale = "0..1",
+    max_accuracy_drop: MaxDrop = None,
+    force: Force = False,
+    json_out: Json = False,
+    debug: Debug = False,
+) -> None:
+    """Quantize, validate and check on TFLite Micro; write only the .tflite."""
+    set_debug(debug)
+    import edgeq.pipeline as pipeline
+
+    report = pipeline.quantize(
+        model, output=output, force=force, mode=mode, io=io, allow_float_fallback=allow_float_fallback,
+        calibration=calibration, eval_data=eval_data, samples=samples, scale=scale,
+        max_accuracy_drop=max_accuracy_drop,
+    )
+    _emit_report(report, json_out)
+
+
+@app.command()
+def inspect(
+    model: Annotated[Path, typer.Argument(help="A .tflite file.", show_default=False)],
+    no_micro: Annotated[bool, typer.Option("--no-micro", help="Skip the TFLite Micro run (ops are still checked).")] = False,
+    json_out: Json = False,
+    debug: Debug = False,
+) -> None:
+    """Show tensors, quantization parameters, ops and versions, and TFLite Micro support and arena."""
+    set_debug(debug)
+    from edgeq.inspect_view import render_inspect
+    from edgeq.tflite_info import inspect as do_inspect
+
+    doc = do_inspect(model, micro=not no_micro)
+    if json_out:
+        from edgeq.console import print_json
+
+        print_json(doc)
+    else:
+        render_inspect(doc)
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """Entry point: run the app and map errors to exit codes (see README, "Exit codes").
+
+    Typer's standalone mode already turns usage errors into exit 2 and Ctrl-C into 130;
+    everything edgeq raises on purpose is an ``EdgeqError`` and is handled here alone.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    set_debug("--debug" in args)
+    try:
+        app(args=args, prog_name="edgeq")
+    except EdgeqError as exc:
+        if _DEBUG:
+            import traceback
+
+            from edgeq.console import last_captured
+
+            traceback.print_exc()
+            if last_captured:
+                sys.stderr.write("\n".join(["--- TensorFlow output ---", *last_captured]) + "\n")
+        _print_error(exc)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.stderr.write("\ninterrupted\n")
+        sys.exit(130)
+
+
+def _print_error(exc: EdgeqError) -> None:
+    from edgeq.console import err
+
+    err.print("[bold red]error:[/] ", end="", markup=True)
+    err.print(exc.message, markup=False)
+    if exc.hint:
+        err.print("[cyan]hint:[/] ", end="", markup=True)
+        err.print(exc.hint, markup=False)
+
+
+__all__ = ["app", "main", "set_debug", "Path"]

@@ -1,0 +1,77 @@
+"""Where output goes: results on stdout, progress, warnings and logs on stderr.
+
+CI pipes ``--json`` stdout into tools, so nothing but the result may ever reach stdout.
+TensorFlow writes to the C-level file descriptors (C++ logs, "Saved artifact" lines), so
+``quiet()`` redirects fds 1 and 2 around TensorFlow calls; our own stderr console writes
+to a duplicate of the original fd 2 made at import time, so progress still shows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import tempfile
+from typing import Any, Iterator, TextIO
+
+from rich.console import Console
+
+
+def _saved_stderr() -> TextIO:
+    try:
+        return os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1, encoding="utf-8", errors="replace")
+    except (OSError, AttributeError, ValueError):  # no real fd (embedded, some test runners)
+        return sys.stderr
+
+
+err = Console(file=_saved_stderr(), highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True)
+
+#: Tail of what TensorFlow printed during the last ``quiet()`` block, for --debug and errors.
+last_captured: list[str] = []
+
+
+def warn(message: str) -> None:
+    err.print("[yellow]warning:[/] ", end="", markup=True)
+    err.print(message, markup=False)
+
+
+def info(message: str) -> None:
+    err.print(message, markup=False)
+
+
+def print_json(document: dict[str, Any]) -> None:
+    """Print one JSON document on stdout (sorted keys: stable diffs in CI logs)."""
+    sys.stdout.write(json.dumps(document, indent=2, sort_keys=True) + "\n")
+    sys.stdout.flush()
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Silence TensorFlow's Python and C++ output on fds 1 and 2, keeping it for diagnosis."""
+    if os.environ.get("EDGEQ_VERBOSE_TF"):
+        yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        saved = [os.dup(1), os.dup(2)]
+        old_out, old_err = sys.stdout, sys.stderr
+        try:
+            os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), 2)
+            sys.stdout = sys.stderr = open(os.devnull, "w")  # Python-level prints from TF/Keras
+            yield
+        finally:
+            try:
+                sys.stdout.close()
+            finally:
+                sys.stdout, sys.stderr = old_out, old_err
+                os.dup2(saved[0], 1)
+                os.dup2(saved[1], 2)
+                os.close(saved[0])
+                os.close(saved[1])
+                sink.seek(0)
+                text = sink.read()[-20000:].decode("utf-8", "replace")
+                last_captured[:] = text.splitlines()[-40:]

@@ -1,0 +1,50 @@
+"""Terminal rendering of ``edgeq inspect``: tensors, ops and the TFLite Micro verdict."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+
+from edgeq.console import out
+
+
+def _q(t: dict[str, Any]) -> str:
+    if t["scale"] is None:
+        return "–"
+    per = f" (per-channel ×{t['per_channel']})" if t["per_channel"] else ""
+    return f"{t['scale']:.6g} / {t['zero_point']}{per}"
+
+
+def render_inspect(doc: dict[str, Any]) -> None:
+    out.print(f"[bold]{doc['path']}[/]  {doc['size_bytes']:,} bytes  sha256 {doc['sha256'][:16]}…")
+    integer = "yes" if doc["fully_integer"] else "NO — float tensors: " + ", ".join(doc["float_tensors"][:6])
+    out.print(f"fully integer: {integer}")
+    for title, key in (("inputs", "inputs"), ("outputs", "outputs")):
+        table = Table(title=title, title_justify="left")
+        for col in ("#", "name", "shape", "dtype", "scale / zero point"):
+            table.add_column(col)
+        for t in doc[key]:
+            table.add_row(str(t["index"]), t["name"], str(tuple(t["shape"])), t["dtype"], _q(t))
+        out.print(table)
+    ops = Table(title="ops", title_justify="left")
+    for col in ("op", "version", "count"):
+        ops.add_column(col)
+    for op in doc["ops"]:
+        ops.add_row(op["name"] + (" (custom)" if op["custom"] else ""), str(op["version"]), str(op["count"]))
+    out.print(ops)
+    tensors = Table(title=f"tensors ({len(doc['tensors'])})", title_justify="left")
+    for col in ("#", "name", "shape", "dtype", "scale / zero point", "const"):
+        tensors.add_column(col)
+    for t in doc["tensors"]:
+        tensors.add_row(str(t["index"]), t["name"][:60], str(tuple(t["shape"])), t["dtype"], _q(t), "yes" if t["constant"] else "")
+    out.print(tensors)
+    m = doc.get("micro")
+    if m:
+        if m["supported"] is False:
+            out.print(f"TFLite Micro: [red]unsupported ops[/] {', '.join(m['unsupported_ops'])}")
+        elif m["supported"] is None:
+            out.print("TFLite Micro: ops known, runtime not installed here (arena not measured)")
+        else:
+            out.print(f"TFLite Micro: runs; minimal arena on this host {m['arena_bytes']:,} bytes "
+                      f"(allocation report {m['arena_reported_bytes']:,})")

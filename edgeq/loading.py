@@ -1,0 +1,266 @@
+"""Load Keras 3, legacy tf_keras, SavedModel and .tflite models behind one interface.
+
+Everything downstream (calibration, conversion, validation) talks to ``LoadedModel`` in
+terms of the serving signature's input/output *names*, because the converter reorders
+outputs in the .tflite (measured: a two-output model came back as output_1, output_0).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from edgeq.console import quiet
+from edgeq.errors import ModelError
+
+KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
+
+
+@dataclass(frozen=True)
+class IOSpec:
+    """A model input or output as the serving signature names it, with batch 1."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to convert: its format, fingerprint, I/O and a float reference."""
+
+    path: Path
+    format: str  # "keras", "tf_keras", "saved_model", "tflite"
+    sha256: str
+    inputs: tuple[IOSpec, ...]
+    outputs: tuple[IOSpec, ...]
+    keras_model: Any = None
+    tflite_bytes: bytes | None = None
+    _predict: Callable[[list[np.ndarray]], list[np.ndarray]] | None = field(default=None, repr=False)
+    _saved_model_dir: Path | None = None
+
+    @property
+    def has_float_reference(self) -> bool:
+        return self._predict is not None
+
+    def predict(self, xs: list[np.ndarray], batch: int = 64) -> list[np.ndarray]:
+        """Float outputs in signature order for inputs in signature order (any batch size)."""
+        if self._predict is None:
+            raise ModelError("this model has no float reference (it is already a .tflite)")
+        n = len(xs[0])
+        chunks: list[list[np.ndarray]] = []
+        for start in range(0, n, batch):
+            chunks.append(self._predict([x[start : start + batch] for x in xs]))
+        return [np.concatenate([c[i] for c in chunks]) for i in range(len(self.outputs))]
+
+
+def tf_module() -> Any:
+    """Import TensorFlow quietly (it costs ~3.5 s and prints C++ logs)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    with quiet():
+        import tensorflow as tf
+    return tf
+
+
+def sha256_path(path: Path) -> str:
+    """SHA-256 of a file, or of a directory's sorted relative paths and contents."""
+    h = hashlib.sha256()
+    if path.is_file():
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        return h.hexdigest()
+    for p in sorted(q for q in path.rglob("*") if q.is_file()):
+        h.update(p.relative_to(path).as_posix().encode() + b"\0")
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def load_model(path: str | Path) -> LoadedModel:
+    """Load any supported model file or folder; errors name the file and the fix."""
+    p = Path(path)
+    if not p.exists():
+        raise ModelError(f"no such model: {p}", hint="give a .keras, .h5, .tflite file or a SavedModel folder")
+    if p.is_dir():
+        if not (p / "saved_model.pb").is_file():
+            raise ModelError(f"{p} is a folder but not a SavedModel (no saved_model.pb)")
+        return _load_saved_model(p)
+    suffix = p.suffix.lower()
+    if suffix == ".tflite":
+        from edgeq.tflite_info import read_tflite
+
+        data, _ = read_tflite(p)
+        return _tflite_model(p, data)
+    if suffix in KERAS_SUFFIXES:
+        return _load_keras(p)
+    raise ModelError(
+        f"unsupported model file type '{p.suffix}': {p}",
+        hint="edgeq reads .keras, .h5, .tflite files and SavedModel folders",
+    )
+
+
+def _tflite_model(p: Path, data: bytes) -> LoadedModel:
+    from edgeq.tflite_info import parse
+
+    info = parse(data)
+    ins = tuple(IOSpec(t.name, t.shape, t.dtype.lower()) for t in info.inputs)
+    outs = tuple(IOSpec(t.name, t.shape, t.dtype.lower()) for t in info.outputs)
+    return LoadedModel(p, "tflite", info.sha256, ins, outs, tflite_bytes=data)
+
+
+def _keras_flavour(p: Path) -> str:
+    """'tf_keras' when the file was written by Keras 2 (tf_keras), else 'keras'."""
+    version = ""
+    try:
+        if zipfile.is_zipfile(p):
+            import json
+
+            with zipfile.ZipFile(p) as z:
+                meta = json.loads(z.read("metadata.json")) if "metadata.json" in z.namelist() else {}
+            version = str(meta.get("keras_version", ""))
+        else:
+            import h5py
+
+            with h5py.File(p, "r") as f:
+                v = f.attrs.get("keras_version", b"")
+                version = v.decode() if isinstance(v, bytes) else str(v)
+    except Exception as exc:
+        raise ModelError(f"{p} is not a readable Keras file ({type(exc).__name__}: {exc})") from None
+    return "tf_keras" if version.startswith("2.") else "keras"
+
+
+def _load_keras(p: Path) -> LoadedModel:
+    flavour = _keras_flavour(p)
+    tf_module()
+    with quiet():
+        import keras
+
+        try:
+            model = keras.models.load_model(p, compile=False)
+        except Exception as exc:
+            model, first = None, exc
+        if model is None and flavour == "tf_keras":
+            try:
+                import tf_keras
+
+                model = tf_keras.models.load_model(p, compile=False)
+            except Exception:
+                model = None
+    if model is None:
+        raise ModelError(
+            f"cannot load Keras model {p}: {type(first).__name__}: {str(first).splitlines()[0][:300]}",
+            hint="custom layers must be importable and registered; re-save with model.save('x.keras')",
+        )
+    ins = []
+    for i, t in enumerate(model.inputs):
+        shape = tuple(t.shape)
+        if any(d is None for d in shape[1:]):
+            raise ModelError(
+                f"input {i} of {p.name} has a dynamic dimension {shape}",
+                hint="microcontrollers need fixed shapes: rebuild the model with a fixed input shape",
+            )
+        ins.append(IOSpec("args_0" if i == 0 else f"args_0_{i}", (1, *shape[1:]), "float32"))
+    outs = tuple(IOSpec(f"output_{i}", (1, *tuple(t.shape)[1:])) for i, t in enumerate(model.outputs))
+
+    def predict(xs: list[np.ndarray]) -> list[np.ndarray]:
+        with quiet():
+            y = model(xs if len(xs) > 1 else xs[0], training=False)
+        ys = y if isinstance(y, (list, tuple)) else [y]
+        return [np.asarray(v, dtype=np.float32) for v in ys]
+
+    return LoadedModel(p, flavour, sha256_path(p), tuple(ins), outs, keras_model=model, _predict=predict)
+
+
+def _load_saved_model(p: Path) -> LoadedModel:
+    tf = tf_module()
+    try:
+        with quiet():
+            loaded = tf.saved_model.load(str(p))
+    except Exception as exc:
+        raise ModelError(f"cannot load SavedModel {p}: {str(exc).splitlines()[0][:300]}") from None
+    sig = getattr(loaded, "signatures", {}).get("serving_default")
+    if sig is None:
+        raise ModelError(
+            f"SavedModel {p} has no 'serving_default' signature",
+            hint="save with tf.saved_model.save(obj, dir, signatures=obj.__call__.get_concrete_function(spec))",
+        )
+    _refuse_weightless(loaded, p)
+    specs = sig.structured_input_signature[1]
+    ins = []
+    for name in sorted(specs):
+        s = specs[name]
+        shape = tuple(s.shape.as_list())
+        if any(d is None for d in shape[1:]):
+            raise ModelError(f"SavedModel input '{name}' has a dynamic dimension {shape}", hint="export with fixed shapes")
+        ins.append(IOSpec(name, (1, *shape[1:]), s.dtype.name))
+    out_specs = sig.structured_outputs
+    outs = tuple(IOSpec(n, (1, *tuple(out_specs[n].shape.as_list())[1:])) for n in sorted(out_specs))
+
+    def predict(xs: list[np.ndarray]) -> list[np.ndarray]:
+        with quiet():
+            res = sig(**{s.name: tf.constant(x, dtype=s.dtype) for s, x in zip(ins, xs)})
+        return [np.asarray(res[o.name], dtype=np.float32) for o in outs]
+
+    return LoadedModel(p, "saved_model", sha256_path(p), tuple(ins), outs, _predict=predict, _saved_model_dir=p)
+
+
+def _refuse_weightless(loaded: Any, p: Path) -> None:
+    """Refuse a SavedModel whose variables were not tracked (``tf.saved_model.save`` of Keras 3).
+
+    Such a model converts "fine" into VAR_HANDLE/READ_VARIABLE ops with no weights and
+    10 % accuracy; catching it here saves users from shipping a model of noise.
+    """
+    variables = list(getattr(loaded, "variables", []) or [])
+    sig = loaded.signatures["serving_default"]
+    captured = [t for t in getattr(sig, "captured_inputs", []) if getattr(t, "dtype", None) is not None]
+    resource_capture = any(t.dtype.name == "resource" for t in captured)
+    if not variables and resource_capture:
+        raise ModelError(
+            f"SavedModel {p} has no weights: its variables were not saved "
+            "(this is what tf.saved_model.save does to a Keras 3 model)",
+            hint="export Keras 3 models with model.export(dir) or save them with model.save('model.keras'), "
+            "then run edgeq on that",
+        )
+
+
+def export_for_conversion(model: LoadedModel, workdir: Path) -> Path:
+    """Write a SavedModel with a fixed batch of 1 (a dynamic batch adds ops and arena)."""
+    tf = tf_module()
+    if model.keras_model is None:
+        assert model._saved_model_dir is not None
+        return _rebatch_saved_model(model, workdir, tf)
+    out = workdir / "saved_model"
+    specs = [tf.TensorSpec(s.shape, tf.float32) for s in model.inputs]
+    signature = [specs] if len(specs) > 1 else specs
+    try:
+        with quiet():
+            if hasattr(model.keras_model, "export"):
+                model.keras_model.export(str(out), format="tf_saved_model", input_signature=signature, verbose=False)
+            else:  # pragma: no cover - tf_keras models loaded only through tf_keras
+                fn = tf.function(lambda *a: model.keras_model(list(a) if len(a) > 1 else a[0]))
+                tf.saved_model.save(model.keras_model, str(out), signatures=fn.get_concrete_function(*specs))
+    except Exception as exc:
+        raise ModelError(f"cannot export {model.path.name} for conversion: {str(exc).splitlines()[0][:300]}") from None
+    return out
+
+
+def _rebatch_saved_model(model: LoadedModel, workdir: Path, tf: Any) -> Path:
+    """Re-save a SavedModel's serving function with batch 1, keeping its variables."""
+    src = model._saved_model_dir
+    names = [s.name for s in model.inputs]
+    specs = [tf.TensorSpec(s.shape, tf.as_dtype(s.dtype), name=s.name) for s in model.inputs]
+    out = workdir / "saved_model"
+    with quiet():
+        loaded = tf.saved_model.load(str(src))
+        sig = loaded.signatures["serving_default"]
+        holder = tf.Module()
+        holder.loaded = loaded  # keeps the variables tracked, so they are saved again
+        holder.serve = tf.function(lambda *a: sig(**dict(zip(names, a))), input_signature=specs)
+        tf.saved_model.save(holder, str(out), signatures={"serving_default": holder.serve.get_concrete_function()})
+    return out

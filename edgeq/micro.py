@@ -1,0 +1,163 @@
+"""TensorFlow Lite Micro compatibility: supported ops, the exact arena, output bytes.
+
+Two layers: a static check against TFLM's op resolver table (``data/tflm_ops.toml``),
+which names every unsupported op at once, then the real TFLM runtime in a subprocess,
+which proves the model allocates and runs, measures the minimal arena (allocation report
+cross-checked by bisection to 16 bytes) and returns the output bytes for comparison
+with LiteRT's reference kernels.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import json
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from edgeq.console import warn
+from edgeq.errors import ModelError, ToolMissingError, UnsupportedOpError
+from edgeq.tflite_info import ModelInfo
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+
+@dataclass(frozen=True)
+class MicroResult:
+    """What TFLM said about the model on this host."""
+
+    runtime_available: bool
+    supported: bool | None
+    unsupported_ops: tuple[str, ...]
+    ops: tuple[str, ...]
+    arena_bytes: int | None = None  # minimal arena found by bisection (16-byte steps)
+    arena_reported_bytes: int | None = None  # TFLM's "Arena allocation total"
+    outputs: tuple[np.ndarray, ...] = field(default=(), repr=False)  # per output, stacked over samples
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "runtime_available": self.runtime_available,
+            "supported": self.supported,
+            "unsupported_ops": list(self.unsupported_ops),
+            "ops": list(self.ops),
+            "arena_bytes": self.arena_bytes,
+            "arena_reported_bytes": self.arena_reported_bytes,
+        }
+
+
+@functools.lru_cache(maxsize=1)
+def op_table() -> dict[str, dict[str, str]]:
+    """TFLM's builtin and custom op → ``MicroMutableOpResolver::Add*`` tables."""
+    path = Path(__file__).parent / "data" / "tflm_ops.toml"
+    with path.open("rb") as f:
+        data = tomllib.load(f)
+    return {"builtin": dict(data["builtin"]), "custom": dict(data["custom"])}
+
+
+def unsupported_ops(info: ModelInfo) -> tuple[str, ...]:
+    table = op_table()
+    return tuple(
+        sorted({op.name for op in info.ops if op.name not in (table["custom"] if op.custom else table["builtin"])})
+    )
+
+
+def runtime_available() -> bool:
+    return importlib.util.find_spec("tflite_micro") is not None
+
+
+def check_micro(
+    data: bytes,
+    info: ModelInfo,
+    *,
+    samples: Sequence[np.ndarray] | None = None,
+    strict: bool = True,
+    timeout: float = 600.0,
+) -> MicroResult:
+    """Check ``data`` against TFLM; with ``strict``, an unsupported op raises before anything is written.
+
+    ``samples`` are model inputs already in the .tflite's input dtype, in subgraph order.
+    """
+    ops = info.op_names
+    missing = unsupported_ops(info)
+    if missing:
+        if strict:
+            raise UnsupportedOpError(
+                f"TensorFlow Lite Micro has no kernel for {', '.join(missing)} (model ops: {', '.join(ops)})",
+                hint="replace those layers (or rewrite them with supported ops) and convert again",
+                ops=missing,
+            )
+        return MicroResult(runtime_available(), False, missing, ops)
+    if not runtime_available():
+        message = "the tflite-micro runtime is not installed here: TFLM check skipped (ops checked statically only)"
+        if strict and _ci():
+            raise ToolMissingError(message, hint="pip install tflite-micro (x86-64 Linux)")
+        warn(message)
+        return MicroResult(False, None, (), ops)
+    if samples is None:
+        samples = [np.zeros(t.shape, t.numpy_dtype) for t in info.inputs]
+    return _run_worker(data, info, samples, ops, timeout)
+
+
+def _ci() -> bool:
+    import os
+
+    return os.environ.get("CI", "").lower() == "true"
+
+
+def _run_worker(
+    data: bytes, info: ModelInfo, samples: Sequence[np.ndarray], ops: tuple[str, ...], timeout: float
+) -> MicroResult:
+    with tempfile.TemporaryDirectory(prefix="edgeq-micro-") as tmp:
+        t = Path(tmp)
+        (t / "model.tflite").write_bytes(data)
+        np.savez(t / "inputs.npz", **{f"x{i}": np.ascontiguousarray(x) for i, x in enumerate(samples)})
+        request = {
+            "model": str(t / "model.tflite"),
+            "inputs": str(t / "inputs.npz"),
+            "outputs": str(t / "outputs.npz"),
+            "n_outputs": len(info.outputs),
+            "max_arena": max(64 << 20, 8 * info.size_bytes),
+        }
+        try:
+            proc = subprocess.run(
+                [sys.executable, str(Path(__file__).with_name("_micro_worker.py"))],
+                input=json.dumps(request),
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
+        except subprocess.TimeoutExpired:
+            raise ModelError(f"the TFLM check did not finish within {timeout:.0f} s") from None
+        if proc.returncode != 0:
+            raise ModelError(
+                f"TensorFlow Lite Micro crashed running the model (exit {proc.returncode}): "
+                + _tail(proc.stderr),
+                hint="the model uses an op configuration TFLM rejects; run with --debug for details",
+            )
+        reply = json.loads(proc.stdout)
+        if not reply["ok"]:
+            if reply.get("missing_ops"):
+                missing = tuple(reply["missing_ops"])
+                raise UnsupportedOpError(
+                    f"TensorFlow Lite Micro has no kernel for {', '.join(missing)} (model ops: {', '.join(ops)})",
+                    hint="replace those layers and convert again",
+                    ops=missing,
+                )
+            raise ModelError(f"TensorFlow Lite Micro cannot run the model: {_tail(reply.get('log', ''))}")
+        with np.load(t / "outputs.npz") as z:
+            outputs = tuple(z[f"y{j}"] for j in range(len(info.outputs)))
+    return MicroResult(True, True, (), ops, int(reply["bisected_bytes"]), reply["reported_bytes"], outputs)
+
+
+def _tail(text: str, lines: int = 6) -> str:
+    kept = [ln for ln in text.strip().splitlines() if ln.strip()][-lines:]
+    return " | ".join(kept) if kept else "(no output)"

@@ -1,0 +1,284 @@
+"""``build`` and ``quantize``: load → quantize → validate → TFLM check → write, atomically.
+
+Every check that can refuse the model (data shape, unsupported op, budget) runs before
+anything is written, and outputs go to a temporary sibling folder that is moved into
+place only when all of it succeeded: a failed build never leaves a half-written folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from edgeq.calibration import Samples, load_samples, random_samples, split_for_validation, warn_if_few
+from edgeq.console import info, warn
+from edgeq.errors import CalibrationError, GateError, OutputExistsError, UserError
+from edgeq.loading import LoadedModel, load_model
+from edgeq.micro import MicroResult, check_micro
+from edgeq.quantize import MICRO_INCAPABLE, QuantSettings, convert
+from edgeq.report import BuildReport, render_markdown
+from edgeq.tflite_info import ModelInfo, parse
+from edgeq.validation import ReferenceRunner, ValidationResult, compare
+
+DEFAULT_SAMPLES = 500
+
+
+@dataclass(frozen=True)
+class Options:
+    """Options shared by ``build`` and ``quantize`` (keyword-only at the API surface)."""
+
+    calibration: str | Path | None = None
+    eval_data: str | Path | None = None
+    samples: int | None = None
+    settings: QuantSettings = QuantSettings()
+    scale: str = "0..1"
+    max_accuracy_drop: float | None = None
+
+
+@dataclass
+class _Run:
+    model: LoadedModel
+    data: bytes
+    info: ModelInfo
+    validation: ValidationResult
+    micro: MicroResult
+    eval_q: list[np.ndarray] | None  # quantized eval inputs (subgraph order)
+    ref_raw: list[np.ndarray] | None
+    warnings: list[str]
+
+
+def _prepare_data(model: LoadedModel, opts: Options, warnings: list[str]) -> tuple[Samples | None, Samples | None]:
+    """Calibration and evaluation samples, checked against the model's inputs."""
+    inputs = model.inputs
+    names = [getattr(t, "name", "") for t in getattr(model.keras_model, "inputs", [])] if model.keras_model else []
+    eval_s = None
+    if opts.eval_data is not None:
+        eval_s = load_samples(opts.eval_data, inputs, scale=opts.scale, role="evaluation", input_names=names)
+    if model.format == "tflite":
+        return None, eval_s
+    if not opts.settings.needs_calibration and eval_s is not None:
+        return None, eval_s
+    if opts.calibration is None:
+        if not opts.settings.needs_calibration:
+            return None, None
+        raise CalibrationError(
+            "full-integer quantization needs representative data",
+            hint="pass --calibration DATA (.npy, .npz or an image folder); --calibration random only for smoke tests",
+        )
+    if str(opts.calibration) == "random":
+        msg = "calibrating on RANDOM data: the int8 ranges and every accuracy figure below mean nothing"
+        warn(msg)
+        warnings.append(msg)
+        calib = random_samples(inputs, opts.samples or 200)
+    else:
+        calib = load_samples(opts.calibration, inputs, scale=opts.scale, role="calibration", input_names=names)
+    if eval_s is None and calib.source != "random":
+        calib, eval_s = split_for_validation(calib)
+        info(f"validating on {len(eval_s)} held-out calibration samples (not used to calibrate)")
+    if opts.samples is not None:
+        if opts.samples < 1:
+            raise UserError("--samples must be at least 1")
+        calib = calib.take(slice(0, opts.samples))
+    elif len(calib) > DEFAULT_SAMPLES:
+        calib = calib.take(slice(0, DEFAULT_SAMPLES))
+    warn_if_few(len(calib))
+    return calib, eval_s
+
+
+def _run(model_path: str | Path, opts: Options, *, micro_strict: bool) -> _Run:
+    settings = opts.settings.validate()
+    warnings: list[str] = []
+    model = load_model(model_path)
+    calib, eval_s = _prepare_data(model, opts, warnings)
+    if model.format == "tflite":
+        assert model.tflite_bytes is not None
+        data = model.tflite_bytes
+        info_ = parse(data)
+        if not info_.fully_integer:
+            msg = f"{model.path.name} is not fully integer; float tensors: {', '.join(info_.float_tensors[:8])}"
+            warn(msg)
+            warnings.append(msg)
+    else:
+        info(f"converting {model.path.name} ({model.format}) to {settings.mode}, I/O {settings.io_type}…")
+        data = convert(model, settings, calib)
+        info_ = parse(data)
+    runner = ReferenceRunner(data, info_, [s.name for s in model.inputs], [s.name for s in model.outputs])
+    eval_q = ref_raw = None
+    validation = ValidationResult(0, None, None, None, None, None, None, None, "")
+    if eval_s is not None:
+        eval_q = runner.to_subgraph(list(eval_s.xs))
+        ref_raw = runner.run_raw(eval_q)
+        float_out = model.predict(list(eval_s.xs)) if model.has_float_reference else None
+        quant_out = runner.from_subgraph(ref_raw)
+        validation = compare(float_out, quant_out, eval_s.y, source=eval_s.source)
+    micro = check_micro(data, info_, samples=eval_q, strict=micro_strict)
+    if micro.outputs and ref_raw is not None:
+        validation = compare(
+            model.predict(list(eval_s.xs)) if (eval_s is not None and model.has_float_reference) else None,
+            runner.from_subgraph(ref_raw),
+            eval_s.y if eval_s is not None else None,
+            ref_raw=ref_raw,
+            tflm_raw=list(micro.outputs),
+            source=validation.source,
+        )
+    return _Run(model, data, info_, validation, micro, eval_q, ref_raw, warnings)
+
+
+def _report(run: _Run, kind: str, tflite_path: str | None, **extra: Any) -> BuildReport:
+    i0, o0 = run.info.inputs[0], run.info.outputs[0]
+    mode = run.model.format == "tflite" and ("int8" if run.info.fully_integer else "float/mixed")
+    return BuildReport(
+        kind=kind,
+        model={"path": str(run.model.path), "format": run.model.format, "sha256": run.model.sha256},
+        tflite={"path": tflite_path, "size_bytes": run.info.size_bytes, "sha256": run.info.sha256},
+        quantization={
+            "mode": mode or extra.pop("mode"),
+            "input_dtype": i0.dtype.lower(),
+            "output_dtype": o0.dtype.lower(),
+            "input_scale": i0.scale,
+            "input_zero_point": i0.zero_point,
+            "output_scale": o0.scale,
+            "output_zero_point": o0.zero_point,
+            "inputs": [t.to_dict() for t in run.info.inputs],
+            "outputs": [t.to_dict() for t in run.info.outputs],
+            "fully_integer": run.info.fully_integer,
+        },
+        validation=run.validation.to_dict(),
+        micro=run.micro.to_dict(),
+        warnings=tuple(run.warnings),
+        **{k: v for k, v in extra.items() if k != "mode"},
+    )
+
+
+def _gate(report: BuildReport, max_drop: float | None) -> None:
+    if max_drop is None:
+        return
+    v = report.validation
+    if v["float_accuracy"] is None or v["quantized_accuracy"] is None:
+        raise UserError("--max-accuracy-drop needs labelled evaluation data ('y' in --eval-data)")
+    drop = 100.0 * (v["float_accuracy"] - v["quantized_accuracy"])
+    if drop > max_drop:
+        raise GateError(
+            f"quantized accuracy is {drop:.2f} points below float (allowed: {max_drop:g})",
+            hint="add representative calibration data, try --mode int16x8, or quantization-aware training",
+        )
+
+
+def check_out_dir(out: Path, *, force: bool) -> None:
+    """Refuse to replace a non-empty folder (or a file) without ``force``."""
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"{out} exists and is not a folder", hint="choose another --out")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise OutputExistsError(f"output folder {out} is not empty", hint="pass --force to replace it, or another --out")
+
+
+@contextmanager
+def staged_dir(out: Path) -> Iterator[Path]:
+    """A temporary sibling of ``out`` that replaces it only if the block succeeds."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.edgeq-", dir=out.parent))
+    try:
+        yield tmp
+        old = None
+        if out.exists():
+            old = out.parent / f"{tmp.name}.old"
+            os.replace(out, old)
+        os.replace(tmp, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def quantize(
+    model: str | Path,
+    *,
+    output: str | Path,
+    force: bool = False,
+    mode: str = "int8",
+    io: str | None = None,
+    allow_float_fallback: bool = False,
+    calibration: str | Path | None = None,
+    eval_data: str | Path | None = None,
+    samples: int | None = None,
+    scale: str = "0..1",
+    max_accuracy_drop: float | None = None,
+) -> BuildReport:
+    """Quantize, validate and TFLM-check ``model``; write only the .tflite (no firmware files)."""
+    out = Path(output)
+    if out.exists() and not force:
+        raise OutputExistsError(f"{out} exists", hint="pass --force to overwrite it")
+    opts = Options(calibration, eval_data, samples, QuantSettings(mode, io, allow_float_fallback), scale, max_accuracy_drop)
+    run = _run(model, opts, micro_strict=mode not in MICRO_INCAPABLE)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
+    with os.fdopen(fd, "wb") as f:
+        f.write(run.data)
+    os.replace(tmp, out)
+    report = _report(run, "quantize", str(out), mode=mode)
+    _gate(report, max_accuracy_drop)
+    return report
+
+
+def build(
+    model: str | Path,
+    *,
+    target: str = "cortex-m",
+    out: str | Path | None = None,
+    name: str | None = None,
+    force: bool = False,
+    mode: str = "int8",
+    io: str | None = None,
+    allow_float_fallback: bool = False,
+    calibration: str | Path | None = None,
+    eval_data: str | Path | None = None,
+    samples: int | None = None,
+    scale: str = "0..1",
+    max_accuracy_drop: float | None = None,
+    firmware: dict[str, Any] | None = None,
+) -> BuildReport:
+    """The whole pipeline; writes ``<name>.tflite``, ``report.json``, ``report.md`` (+ firmware) to ``out``.
+
+    ``firmware`` carries the firmware-output options (targets dir, board, lang, budgets…),
+    passed through to ``edgeq.firmware_step``.
+    """
+    from edgeq import firmware_step
+
+    model_path = Path(model)
+    stem = name or model_path.stem or "model"
+    out_dir = Path(out) if out is not None else Path("build") / stem
+    fw_opts = dict(firmware or {})
+    tgt = firmware_step.resolve_target(target, fw_opts)
+    if mode in MICRO_INCAPABLE and tgt.is_microcontroller:
+        raise UserError(
+            f"--mode {mode} models do not run on TensorFlow Lite Micro (\"Hybrid models are not supported\")",
+            hint="use --mode int8 or int16x8 for microcontrollers; float16/dynamic suit `quantize` and `bench`",
+        )
+    if not fw_opts.get("dry_run"):
+        firmware_step.check_out(out_dir, force=force)
+    opts = Options(calibration, eval_data, samples, QuantSettings(mode, io, allow_float_fallback), scale, max_accuracy_drop)
+    run = _run(model_path, opts, micro_strict=True)
+    plan = firmware_step.plan(run, tgt, stem, fw_opts)  # budget check: may refuse before writing
+    if fw_opts.get("dry_run"):
+        report = _report(run, "build", None, mode=mode, target=tgt.to_dict(), firmware=plan.to_dict(), out_dir=str(out_dir))
+        return report
+    with staged_dir(out_dir) as tmp:
+        (tmp / f"{plan.name}.tflite").write_bytes(run.data)
+        fw = firmware_step.write(tmp, out_dir, run, plan, force=force, opts={**fw_opts, "target": tgt})
+        report = _report(
+            run, "build", str(out_dir / f"{plan.name}.tflite"), mode=mode,
+            target=tgt.to_dict(), firmware=fw, out_dir=str(out_dir),
+        )
+        (tmp / "report.json").write_text(json.dumps(report.to_dict(), indent=2, sort_keys=True) + "\n")
+        (tmp / "report.md").write_text(render_markdown(report))
+    _gate(report, max_accuracy_drop)
+    return report

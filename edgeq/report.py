@@ -1,0 +1,104 @@
+"""The build report: one typed object, rendered as JSON (a contract), a table or Markdown."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from edgeq import __version__
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class BuildReport:
+    """Everything a build or quantize run found; ``to_dict`` is the JSON contract (README)."""
+
+    kind: str
+    model: dict[str, Any]
+    tflite: dict[str, Any]
+    quantization: dict[str, Any]
+    validation: dict[str, Any]
+    micro: dict[str, Any]
+    target: dict[str, Any] | None = None
+    firmware: dict[str, Any] | None = None
+    out_dir: str | None = None
+    warnings: tuple[str, ...] = field(default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "kind": self.kind,
+            "edgeq_version": __version__,
+            "model": self.model,
+            "tflite": self.tflite,
+            "quantization": self.quantization,
+            "validation": self.validation,
+            "micro": self.micro,
+            "target": self.target,
+            "firmware": self.firmware,
+            "out_dir": self.out_dir,
+            "warnings": list(self.warnings),
+        }
+
+
+def _pct(v: Any) -> str:
+    return "–" if v is None else f"{100 * v:.2f} %"
+
+
+def _num(v: Any, fmt: str = "{:.6g}") -> str:
+    return "–" if v is None else fmt.format(v)
+
+
+def rows(report: BuildReport) -> list[tuple[str, str]]:
+    """(label, value) rows shared by the terminal table and the Markdown report."""
+    q, v, m = report.quantization, report.validation, report.micro
+    out: list[tuple[str, str]] = [
+        ("model", f"{report.model['path']} ({report.model['format']})"),
+        ("tflite", f"{report.tflite['path'] or '(not written)'} — {report.tflite['size_bytes']:,} bytes"),
+        ("mode / I/O", f"{q['mode']} / {q['input_dtype']} in, {q['output_dtype']} out"),
+        ("input scale, zero point", f"{_num(q['input_scale'])}, {_num(q['input_zero_point'], '{}')}"),
+        ("output scale, zero point", f"{_num(q['output_scale'])}, {_num(q['output_zero_point'], '{}')}"),
+        ("validation samples", f"{v['samples']} ({v.get('source') or 'n/a'})"),
+        ("accuracy float → quantized", f"{_pct(v['float_accuracy'])} → {_pct(v['quantized_accuracy'])}"),
+        ("top-1 agreement", _pct(v["agreement"])),
+        ("RMSE / max abs error", f"{_num(v['rmse'])} / {_num(v['max_abs_error'])}"),
+        ("cosine similarity", _num(v["cosine"], "{:.6f}")),
+        ("TFLM output = LiteRT ref", _pct(v["tflm_match_rate"])),
+        ("TFLM ops", ", ".join(m["ops"])),
+        ("TFLM supported", {True: "yes", False: "NO: " + ", ".join(m["unsupported_ops"]), None: "not checked"}[m["supported"]]),
+        ("TFLM arena (this host)", "–" if m["arena_bytes"] is None else f"{m['arena_bytes']:,} bytes"),
+    ]
+    if report.firmware:
+        fw = report.firmware
+        for key, label in (("target_arena_bytes", "arena for target"), ("flash", "flash used / budget"), ("ram", "RAM used / budget")):
+            if key in fw and fw[key] is not None:
+                val = fw[key]
+                out.append((label, f"{val['used']:,} / {val['limit']:,} bytes" if isinstance(val, dict) else f"{val:,} bytes"))
+    if report.out_dir:
+        out.append(("output", report.out_dir))
+    return out
+
+
+def render_table(report: BuildReport) -> None:
+    from rich.table import Table
+
+    from edgeq.console import out
+
+    table = Table(title=f"edgeq {report.kind}", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    for label, value in rows(report):
+        table.add_row(label, value)
+    out.print(table)
+    for w in report.warnings:
+        out.print(f"[yellow]warning:[/] {w}")
+
+
+def render_markdown(report: BuildReport) -> str:
+    lines = [f"# edgeq {report.kind} report", "", f"edgeq {__version__}, model SHA-256 `{report.model['sha256']}`", ""]
+    escaped = [(k, v.replace("|", "\\|")) for k, v in rows(report)]
+    lines += ["| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in escaped]
+    if report.warnings:
+        lines += ["", "## Warnings", ""] + [f"- {w}" for w in report.warnings]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,158 @@
+"""Compare the quantized model with the float one, and LiteRT's reference kernels with TFLM.
+
+LiteRT runs with ``OpResolverType.BUILTIN_REF``: its default XNNPACK path differs from
+TFLM by a few units, while the reference kernels matched TFLM byte for byte on every
+model measured, so a mismatch against TFLM means a real problem, not kernel noise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from edgeq.errors import ModelError
+from edgeq.tflite_info import ModelInfo, TensorInfo
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    """Float vs quantized on held-out samples; null fields where not applicable."""
+
+    samples: int
+    float_accuracy: float | None
+    quantized_accuracy: float | None
+    agreement: float | None
+    rmse: float | None
+    max_abs_error: float | None
+    cosine: float | None
+    tflm_match_rate: float | None = None
+    source: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "samples": self.samples,
+            "float_accuracy": self.float_accuracy,
+            "quantized_accuracy": self.quantized_accuracy,
+            "agreement": self.agreement,
+            "rmse": self.rmse,
+            "max_abs_error": self.max_abs_error,
+            "cosine": self.cosine,
+            "tflm_match_rate": self.tflm_match_rate,
+            "source": self.source,
+        }
+
+
+def quantize_input(x: np.ndarray, t: TensorInfo) -> np.ndarray:
+    """Float data → the input tensor's dtype using its scale and zero point."""
+    dtype = t.numpy_dtype
+    if dtype.kind == "f":
+        return x.astype(dtype)
+    if not t.scale:
+        return x.astype(dtype)
+    info = np.iinfo(dtype)
+    q = np.round(x / t.scale + (t.zero_point or 0))
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def dequantize(y: np.ndarray, t: TensorInfo) -> np.ndarray:
+    if y.dtype.kind == "f" or not t.scale:
+        return y.astype(np.float32)
+    return ((y.astype(np.float32) - (t.zero_point or 0)) * t.scale).astype(np.float32)
+
+
+class ReferenceRunner:
+    """LiteRT interpreter with reference kernels, addressed in the model's signature order."""
+
+    def __init__(self, data: bytes, info: ModelInfo, in_names: Sequence[str], out_names: Sequence[str]) -> None:
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+        try:
+            self.interp = Interpreter(
+                model_content=data, experimental_op_resolver_type=OpResolverType.BUILTIN_REF, num_threads=1
+            )
+            self.interp.allocate_tensors()
+        except Exception as exc:
+            raise ModelError(f"LiteRT cannot load the converted model: {exc}") from None
+        self.info = info
+        self.in_perm = self._perm(info.inputs, in_names, "inputs")
+        self.out_perm = self._perm(info.outputs, out_names, "outputs")
+        self._in_idx = [t.index for t in info.inputs]
+        self._out_idx = [t.index for t in info.outputs]
+
+    def _perm(self, tensors: Sequence[TensorInfo], names: Sequence[str], kind: str) -> list[int]:
+        """perm[k] = position in ``names`` of the signature entry feeding subgraph slot k."""
+        sigs = self.interp.get_signature_list()
+        if not sigs or list(names) == [t.name for t in tensors]:
+            return list(range(len(tensors)))
+        runner = self.interp.get_signature_runner(next(iter(sigs)))
+        details = runner.get_input_details() if kind == "inputs" else runner.get_output_details()
+        by_index = {d["index"]: n for n, d in details.items()}
+        try:
+            return [list(names).index(by_index[t.index]) for t in tensors]
+        except (KeyError, ValueError):
+            return list(range(len(tensors)))
+
+    def to_subgraph(self, xs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Signature-ordered float inputs → quantized inputs in subgraph order."""
+        return [quantize_input(xs[self.in_perm[k]], t) for k, t in enumerate(self.info.inputs)]
+
+    def from_subgraph(self, ys: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Subgraph-ordered raw outputs → dequantized outputs in signature order."""
+        out: list[np.ndarray] = [np.empty(0)] * len(ys)
+        for k, t in enumerate(self.info.outputs):
+            out[self.out_perm[k]] = dequantize(ys[k], t)
+        return out
+
+    def run_raw(self, qs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Run sample by sample (batch 1 model) on subgraph-ordered inputs; stack outputs."""
+        n = qs[0].shape[0]
+        outs: list[list[np.ndarray]] = [[] for _ in self._out_idx]
+        for i in range(n):
+            for idx, q in zip(self._in_idx, qs):
+                self.interp.set_tensor(idx, q[i : i + 1])
+            self.interp.invoke()
+            for j, idx in enumerate(self._out_idx):
+                outs[j].append(self.interp.get_tensor(idx).copy())
+        return [np.concatenate(o) for o in outs]
+
+
+def compare(
+    float_out: Sequence[np.ndarray] | None,
+    quant_out: Sequence[np.ndarray],
+    labels: np.ndarray | None,
+    *,
+    ref_raw: Sequence[np.ndarray] | None = None,
+    tflm_raw: Sequence[np.ndarray] | None = None,
+    source: str = "",
+) -> ValidationResult:
+    """Metrics on the first output for top-1; error metrics over all outputs, in float units."""
+    n = int(quant_out[0].shape[0])
+    q0 = quant_out[0].reshape(n, -1)
+    classify = q0.shape[1] > 1
+    q_top = np.argmax(q0, axis=1) if classify else None
+    f_acc = q_acc = agree = rmse = mae = cos = None
+    if labels is not None and classify:
+        q_acc = float(np.mean(q_top == labels))
+    if float_out is not None:
+        f0 = float_out[0].reshape(n, -1)
+        if classify:
+            f_top = np.argmax(f0, axis=1)
+            agree = float(np.mean(f_top == q_top))
+            if labels is not None:
+                f_acc = float(np.mean(f_top == labels))
+        f = np.concatenate([a.reshape(n, -1) for a in float_out], axis=1).astype(np.float64)
+        q = np.concatenate([a.reshape(n, -1) for a in quant_out], axis=1).astype(np.float64)
+        diff = f - q
+        rmse = float(np.sqrt(np.mean(diff**2)))
+        mae = float(np.max(np.abs(diff)))
+        denom = np.linalg.norm(f, axis=1) * np.linalg.norm(q, axis=1)
+        cos = float(np.mean(np.where(denom > 0, np.sum(f * q, axis=1) / np.maximum(denom, 1e-30), 1.0)))
+    match = None
+    if ref_raw is not None and tflm_raw:
+        same = np.ones(n, dtype=bool)
+        for a, b in zip(ref_raw, tflm_raw):
+            same &= np.all(a.reshape(n, -1) == b.reshape(n, -1), axis=1)
+        match = float(np.mean(same))
+    return ValidationResult(n, f_acc, q_acc, agree, rmse, mae, cos, match, source)
