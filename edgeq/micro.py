@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from edgeq.console import warn
-from edgeq.errors import ModelError, ToolMissingError, UnsupportedOpError
+from edgeq.errors import ModelError, UnsupportedOpError
 from edgeq.tflite_info import ModelInfo
 
 try:
@@ -97,20 +97,12 @@ def check_micro(
             )
         return MicroResult(runtime_available(), False, missing, ops)
     if not runtime_available():
-        message = "the tflite-micro runtime is not installed here: TFLM check skipped (ops checked statically only)"
-        if strict and _ci():
-            raise ToolMissingError(message, hint="pip install tflite-micro (x86-64 Linux)")
-        warn(message)
+        warn("the tflite-micro runtime is not installed here (it exists for x86-64 Linux only): "
+             "ops were checked against TFLM's op table, the arena was not measured")
         return MicroResult(False, None, (), ops)
     if samples is None:
         samples = [np.zeros(t.shape, t.numpy_dtype) for t in info.inputs]
     return _run_worker(data, info, samples, ops, timeout)
-
-
-def _ci() -> bool:
-    import os
-
-    return os.environ.get("CI", "").lower() == "true"
 
 
 def _run_worker(

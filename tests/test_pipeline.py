@@ -1,0 +1,148 @@
+"""The core pipeline through the real CLI: Keras 3, tf_keras, SavedModel, multi-I/O."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import assert_clean_error, run_edgeq
+
+REPORT_KEYS = {
+    "model": {"path", "format", "sha256"},
+    "tflite": {"path", "size_bytes", "sha256"},
+    "quantization": {"mode", "input_dtype", "output_dtype", "input_scale", "input_zero_point", "output_scale", "output_zero_point"},
+    "validation": {"samples", "float_accuracy", "quantized_accuracy", "agreement", "rmse", "max_abs_error", "cosine", "tflm_match_rate"},
+    "micro": {"supported", "unsupported_ops", "ops", "arena_bytes"},
+}
+
+
+def _arena_works(tflite: Path, arena: int) -> bool:
+    """Ask the real TFLM runtime, in its own process, whether ``arena`` bytes suffice."""
+    code = textwrap.dedent(
+        f"""
+        import numpy as np, sys
+        from tflite_micro import runtime
+        b = open({str(tflite)!r}, 'rb').read()
+        try:
+            it = runtime.Interpreter.from_bytes(b, arena_size={arena})
+            it.set_input(np.zeros((1, 8, 8, 1), np.uint8), 0)
+            it.invoke()
+        except RuntimeError:
+            sys.exit(3)
+        """
+    )
+    return subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+
+
+@pytest.mark.parametrize("kind,fmt", [("keras", "keras"), ("tf_keras", "tf_keras"), ("saved_model", "saved_model")])
+def test_build_full_integer(models: dict[str, Path], tmp_path: Path, kind: str, fmt: str) -> None:
+    out = tmp_path / "out"
+    r = run_edgeq("build", models[kind], "--target", "cortex-m", "--calibration", models["calib"],
+                  "--eval-data", models["eval"], "--out", out, "--json", "--name", "cnn")
+    assert r.code == 0, r.stderr
+    doc = r.json
+    for section, keys in REPORT_KEYS.items():
+        assert keys <= set(doc[section]), (section, set(doc[section]))
+    assert doc["schema_version"] == 1
+    assert doc["model"]["format"] == fmt
+    assert json.loads((out / "report.json").read_text()) == doc
+    q = doc["quantization"]
+    assert (q["input_dtype"], q["output_dtype"]) == ("uint8", "uint8")
+    assert q["fully_integer"] is True
+    v = doc["validation"]
+    assert v["samples"] == 197
+    assert v["float_accuracy"] > 0.8
+    assert v["quantized_accuracy"] >= v["float_accuracy"] - 0.01
+    assert v["tflm_match_rate"] == 1.0
+    assert 0.99 < v["cosine"] <= 1.0 + 1e-9
+    m = doc["micro"]
+    assert m["supported"] is True and m["unsupported_ops"] == []
+    assert isinstance(m["arena_bytes"], int)
+    tfl = out / "cnn.tflite"
+    assert tfl.is_file() and doc["tflite"]["size_bytes"] == tfl.stat().st_size
+    from edgeq.tflite_info import read_tflite
+
+    _, info = read_tflite(tfl)
+    assert info.fully_integer and info.inputs[0].dtype == "UINT8" and info.outputs[0].dtype == "UINT8"
+    # The arena is the real minimum: it works, and 16 bytes less does not.
+    assert _arena_works(tfl, m["arena_bytes"])
+    assert not _arena_works(tfl, m["arena_bytes"] - 16)
+
+
+def test_io_int8_and_float32(models: dict[str, Path], tmp_path: Path) -> None:
+    from edgeq.tflite_info import read_tflite
+
+    for io, want in (("int8", "INT8"), ("float32", "FLOAT32")):
+        out = tmp_path / f"m_{io}.tflite"
+        r = run_edgeq("quantize", models["keras"], "-o", out, "-c", models["calib"], "-e", models["eval"], "--io", io, "--json")
+        assert r.code == 0, r.stderr
+        _, info = read_tflite(out)
+        assert info.inputs[0].dtype == want and info.outputs[0].dtype == want
+        inner = [t for t in info.tensors if t.index not in {info.inputs[0].index, info.outputs[0].index}]
+        assert all(t.dtype in {"INT8", "INT32"} for t in inner), [(t.name, t.dtype) for t in inner]
+        assert r.json["validation"]["tflm_match_rate"] == 1.0
+
+
+def test_multi_input_multi_output(models: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "mio.tflite"
+    r = run_edgeq("quantize", models["multi_io"], "-o", out, "-c", models["multi_io"].parent / "multi_calib.npz", "--json")
+    assert r.code == 0, r.stderr
+    doc = r.json
+    assert len(doc["quantization"]["inputs"]) == 2 and len(doc["quantization"]["outputs"]) == 2
+    assert doc["validation"]["samples"] == 30
+    assert doc["validation"]["tflm_match_rate"] == 1.0
+    assert doc["validation"]["cosine"] > 0.99
+
+
+def test_image_folder_calibration(models: dict[str, Path], tmp_path: Path) -> None:
+    import tensorflow as tf
+
+    folder = tmp_path / "images" / "sub"
+    folder.mkdir(parents=True)
+    calib = np.load(models["calib"])[:40]
+    for i, x in enumerate(calib):
+        big = tf.image.resize(x * 255.0, (16, 16)).numpy().astype(np.uint8)  # resized back to 8x8 by edgeq
+        (folder / f"img_{i:03}.png").write_bytes(tf.io.encode_png(big).numpy())
+    out = tmp_path / "img.tflite"
+    r = run_edgeq("quantize", models["keras"], "-o", out, "-c", tmp_path / "images", "-e", models["eval"], "--json")
+    assert r.code == 0, r.stderr
+    assert "only 40 calibration samples" in r.stderr
+    assert r.json["validation"]["quantized_accuracy"] > 0.7
+
+
+def test_random_calibration_needs_opt_in(models: dict[str, Path], tmp_path: Path) -> None:
+    r = run_edgeq("quantize", models["keras"], "-o", tmp_path / "x.tflite")
+    assert_clean_error(r, "representative data", "--calibration")
+    assert not (tmp_path / "x.tflite").exists()
+    r = run_edgeq("quantize", models["keras"], "-o", tmp_path / "x.tflite", "--calibration", "random", "--json")
+    assert r.code == 0, r.stderr
+    assert "RANDOM" in r.stderr and "mean nothing" in r.stderr
+    assert r.json["warnings"]
+
+
+def test_accuracy_gate_exits_1(models: dict[str, Path], tmp_path: Path) -> None:
+    r = run_edgeq("quantize", models["keras"], "-o", tmp_path / "g.tflite", "-c", models["calib"], "-e", models["eval"],
+                  "--max-accuracy-drop", "-50")
+    assert r.code == 1, r.stderr
+    assert "below float" in r.stderr and "Traceback" not in r.stderr
+    r = run_edgeq("quantize", models["keras"], "-o", tmp_path / "g.tflite", "-c", models["calib"], "-e", models["eval"],
+                  "--max-accuracy-drop", "1", "--force")
+    assert r.code == 0, r.stderr
+
+
+def test_existing_tflite_is_not_requantized(example_tflite: Path, tmp_path: Path) -> None:
+    from edgeq.example import example_files
+
+    _, _, ev = example_files()
+    r = run_edgeq("quantize", example_tflite, "-o", tmp_path / "copy.tflite", "-e", ev, "--json")
+    assert r.code == 0, r.stderr
+    assert (tmp_path / "copy.tflite").read_bytes() == example_tflite.read_bytes()
+    doc = r.json
+    assert doc["model"]["format"] == "tflite" and doc["validation"]["float_accuracy"] is None
+    assert doc["validation"]["quantized_accuracy"] > 0.9 and doc["validation"]["tflm_match_rate"] == 1.0
