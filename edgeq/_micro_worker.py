@@ -79,7 +79,7 @@ def measure(req: dict[str, Any]) -> dict[str, Any]:
     reported = int(m.group(1)) if m else None
 
     # Bisection on multiples of ALIGN: smallest arena in which allocate + invoke succeed.
-    lo, hi = 0, (reported + 4 * ALIGN) if reported else big
+    lo, hi = 0, (-(-(reported + 4 * ALIGN) // ALIGN) * ALIGN) if reported else big
     if not _works(runtime, model, hi, first):
         hi = big
     while hi - lo > ALIGN:
