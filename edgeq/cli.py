@@ -197,6 +197,11 @@ def inspect(
         render_inspect(doc)
 
 
+from edgeq.bench.command import bench_command  # noqa: E402  (typer only; paramiko loads on use)
+
+app.command("bench")(bench_command)
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     """Entry point: run the app and map errors to exit codes (see README, "Exit codes").
 
