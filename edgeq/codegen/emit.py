@@ -1,0 +1,140 @@
+"""``edgeq emit``: a .tflite → C/C++ sources for an existing firmware repository.
+
+Writes ``<name>_model_data.h`` + ``.c``/``.cc`` (the 16-byte aligned array),
+``<name>_model_settings.h`` (I/O shapes, quantization, ``k<Name>TensorArenaSize``,
+labels) and ``<name>_op_resolver.h`` (exactly the model's ops). The arena is measured on
+the host with TFLM in a child process — started first, before this module even imports
+numpy, Jinja and the flatbuffer schema, so it runs while they load and the array is
+formatted — then turned into the target's figure by the target's arena rule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgeq.codegen import arena as arena_mod
+from edgeq.codegen.arena import ArenaFigure
+from edgeq.errors import ModelError, UserError
+from edgeq.targets import load_target
+
+if TYPE_CHECKING:  # pragma: no cover
+    from edgeq.codegen.scaffold import WriteResult
+
+DEFAULT_TARGET = "cortex-m"
+
+
+@dataclass(frozen=True)
+class EmitResult:
+    """What ``emit`` produced: final C name, files and their actions, arena, warnings."""
+
+    name: str
+    requested_name: str
+    out_dir: Path
+    lang: str
+    target: str
+    model_path: str
+    model_sha256: str
+    model_size: int
+    ops: tuple[str, ...]
+    arena: ArenaFigure
+    write: WriteResult
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        return tuple(a.path for a in self.write.actions)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": 1,
+            "kind": "emit",
+            "name": self.name,
+            "requested_name": self.requested_name,
+            "out_dir": str(self.out_dir),
+            "lang": self.lang,
+            "target": self.target,
+            "model": {"path": self.model_path, "sha256": self.model_sha256, "size_bytes": self.model_size},
+            "ops": list(self.ops),
+            "arena": self.arena.to_dict(),
+            "write": self.write.to_dict(),
+            "warnings": list(self.warnings),
+        }
+
+
+def emit(
+    model: str | Path,
+    *,
+    out: Path,
+    name: str | None = None,
+    lang: str = "cpp",
+    section: str | None = None,
+    namespace: str | None = None,
+    labels: Path | None = None,
+    force: bool = False,
+    arena_bytes: int | None = None,
+    target: str | None = None,
+    targets_dir: Path | None = None,
+    dry_run: bool = False,
+) -> EmitResult:
+    """Emit C/C++ sources for ``model`` into ``out``.
+
+    ``arena_bytes`` is a *host* TFLM arena measurement (what ``edgeq build`` measured);
+    when omitted it is measured here. ``target`` (default ``cortex-m``, whose rule is
+    safe from Cortex-M0+ to M55) picks the arena rule applied to it.
+    """
+    model_path = Path(model)
+    if not model_path.is_file():
+        raise ModelError(f"no such model file: {model_path}", hint="check the path")
+    if arena_bytes is not None and arena_bytes <= 0:
+        raise UserError(f"arena_bytes must be positive, got {arena_bytes}")
+    tgt = load_target(target or DEFAULT_TARGET, targets_dir=targets_dir)
+    data = model_path.read_bytes()
+    # The child measuring the arena starts before anything heavy is imported or parsed;
+    # `proc` is None once its result is in. A file that is no model fails below, and the
+    # child is stopped.
+    proc = arena_mod.start_host_arena_measurement(data) if arena_bytes is None and not dry_run else None
+    try:
+        from edgeq.codegen.resolver import resolve_ops
+        from edgeq.codegen.sources import SourceOptions, label_warnings, model_data_source, model_sources, read_labels
+        from edgeq.tflite_info import parse
+
+        try:
+            info = parse(data)
+        except ModelError as exc:
+            raise ModelError(f"{model_path}: {exc.message}", exc.hint) from None
+        requested = name if name is not None else model_path.stem
+        options = SourceOptions.create(
+            name=requested, lang=lang, section=section, namespace=namespace,
+            labels=read_labels(labels) if labels else None, labels_source=Path(labels).name if labels else "",
+        )
+        ops = resolve_ops(info)
+        data_file = model_data_source(tflite=data, info=info, options=options, source_name=model_path.name)
+        host = arena_mod.finish_host_arena_measurement(proc) if proc is not None else arena_bytes
+        proc = None
+    finally:
+        if proc is not None:  # something failed: do not leave the child behind
+            arena_mod.cancel_host_arena_measurement(proc)
+    if host is None:
+        figure = ArenaFigure(target_bytes=0, host_bytes=None, cmsis_nn_bytes=0, rule="dry run: arena not measured")
+    else:
+        figure = arena_mod.target_arena(host, tflite=data, target=tgt)
+    files = model_sources(
+        tflite=data, info=info, options=options, source_name=model_path.name, arena=figure,
+        target_name=tgt.name, data_file=data_file,
+    )
+    from edgeq.codegen.scaffold import write_tree
+
+    result = write_tree(Path(out), files, force=force, dry_run=dry_run)
+    warnings = list(label_warnings(options.labels, info))
+    if options.name != requested:
+        warnings.append(f"name {requested!r} is not a C identifier; using {options.name!r}")
+    return EmitResult(
+        name=options.name, requested_name=requested, out_dir=Path(out), lang=options.lang, target=tgt.name,
+        model_path=str(model_path), model_sha256=info.sha256, model_size=info.size_bytes,
+        ops=tuple(r.name for r in ops), arena=figure, write=result, warnings=tuple(warnings),
+    )
+
+
+__all__ = ["EmitResult", "emit", "DEFAULT_TARGET"]

@@ -1,0 +1,268 @@
+"""Write generated trees safely: manifest of hashes, user edits preserved, atomic moves.
+
+Why a manifest (``.edgeq-manifest.json``): ``edgeq build`` is re-run whenever the model
+changes, and its output folder is where users then edit ``main.cc`` or ``CMakeLists.txt``.
+Re-runs must refresh the model sources yet never clobber those edits; the manifest
+records the hash edgeq last wrote for each file, so "the user changed it" is a fact, not
+a guess. Model sources (role ``model``) are always refreshed once edgeq owns them;
+scaffold files (role ``scaffold``) are only replaced while untouched, unless ``force``.
+
+Why staging: every file is first written to a staging folder on the same filesystem and
+then moved into place with ``os.replace`` (a new folder is moved in whole), so an error
+half-way (disk full, a render failure) never leaves a mix of old and new sources.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from edgeq import __version__
+from edgeq.codegen.jinja import list_templates, render
+from edgeq.errors import OutputExistsError
+
+MANIFEST = ".edgeq-manifest.json"
+ROLES = ("model", "scaffold")
+
+
+@dataclass(frozen=True)
+class GeneratedFile:
+    """A file to write: POSIX path relative to the output folder, bytes, and its role.
+
+    ``content`` may be a read-only ``memoryview`` (the formatted model array, which is
+    never copied into a ``bytes``).
+    """
+
+    path: str
+    content: bytes | memoryview
+    role: str = "scaffold"
+
+    def __post_init__(self) -> None:
+        p = PurePosixPath(self.path)
+        if p.is_absolute() or ".." in p.parts or not p.parts or self.path == MANIFEST:
+            raise ValueError(f"generated file path must be relative and inside the output folder: {self.path!r}")
+        if self.role not in ROLES:
+            raise ValueError(f"unknown role {self.role!r}")
+
+    @cached_property
+    def sha256(self) -> str:
+        """Hashed once: a model source can be 60 MB (frozen dataclasses allow this cache)."""
+        return sha256(self.content)
+
+
+@dataclass(frozen=True)
+class FileAction:
+    """What happened (or, in a dry run, would happen) to one file.
+
+    ``create``/``update``/``overwrite`` write the file; ``unchanged`` leaves identical
+    content alone; ``kept`` leaves a scaffold file the user edited (use ``force``).
+    """
+
+    path: str
+    action: str
+    role: str
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    out_dir: Path
+    actions: tuple[FileAction, ...]
+    dry_run: bool
+
+    @property
+    def written(self) -> tuple[str, ...]:
+        return tuple(a.path for a in self.actions if a.action in ("create", "update", "overwrite"))
+
+    @property
+    def kept(self) -> tuple[str, ...]:
+        return tuple(a.path for a in self.actions if a.action == "kept")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "out_dir": str(self.out_dir),
+            "dry_run": self.dry_run,
+            "files": [{"path": a.path, "action": a.action, "role": a.role} for a in self.actions],
+        }
+
+
+def sha256(data: bytes | memoryview) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _same(a: bytes, b: bytes | memoryview) -> bool:
+    """Equal contents; numpy compares a 60 MB memoryview with bytes at memory speed,
+    where ``bytes == memoryview`` walks it element by element."""
+    if len(a) != len(b):
+        return False
+    import numpy as np
+
+    return bool(np.array_equal(np.frombuffer(a, dtype=np.uint8), np.frombuffer(b, dtype=np.uint8)))
+
+
+def read_manifest(out_dir: Path) -> dict[str, dict[str, str]]:
+    """``path → {sha256, role}`` from a previous run; an unreadable manifest counts as none.
+
+    On disk: ``{"files": {path: sha256}, "roles": {path: role}, ...}`` — a flat path →
+    hash map, so other tools (and the build pipeline) can read it without knowing roles.
+    """
+    try:
+        doc = json.loads((out_dir / MANIFEST).read_text(encoding="utf-8"))
+        files, roles = doc.get("files", {}), doc.get("roles", {})
+        return {str(k): {"sha256": str(v), "role": str(roles.get(k, "scaffold"))} for k, v in files.items() if isinstance(v, str)}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def _manifest_bytes(entries: dict[str, dict[str, str]]) -> bytes:
+    doc = {
+        "schema_version": 1,
+        "kind": "edgeq-manifest",
+        "generator": f"edgeq {__version__}",
+        "files": {k: v["sha256"] for k, v in entries.items()},
+        "roles": {k: v["role"] for k, v in entries.items()},
+    }
+    return (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode("utf-8")
+
+
+def plan(out_dir: Path, files: list[GeneratedFile], *, force: bool = False) -> tuple[FileAction, ...]:
+    """Decide each file's action without touching the disk (also the dry-run listing)."""
+    manifest = read_manifest(out_dir)
+    actions: list[FileAction] = []
+    foreign: list[str] = []
+    seen: set[str] = set()
+    for f in files:
+        if f.path in seen:
+            raise ValueError(f"duplicate generated file {f.path}")
+        seen.add(f.path)
+        target = out_dir / f.path
+        if not target.exists():
+            actions.append(FileAction(f.path, "create", f.role))
+            continue
+        if target.is_dir():
+            raise OutputExistsError(f"{target} is a folder, edgeq needs to write a file there", hint="move it away")
+        on_disk = target.read_bytes()
+        if _same(on_disk, f.content):
+            actions.append(FileAction(f.path, "unchanged", f.role))
+            continue
+        recorded = manifest.get(f.path, {}).get("sha256")
+        # Model sources are always refreshed once edgeq owns them; scaffold files only
+        # while untouched (hashing the old file only when that question is asked).
+        if recorded is not None and (f.role == "model" or recorded == sha256(on_disk)):
+            actions.append(FileAction(f.path, "update", f.role))
+        elif force:
+            actions.append(FileAction(f.path, "overwrite", f.role))
+        elif f.role == "model":
+            foreign.append(f.path)
+        else:
+            actions.append(FileAction(f.path, "kept", f.role))
+    if foreign:
+        raise OutputExistsError(
+            f"{out_dir}: refusing to overwrite files edgeq did not write: {', '.join(foreign)}",
+            hint="pick another --out or --name, or pass --force to overwrite them",
+        )
+    return tuple(actions)
+
+
+def write_tree(out_dir: Path, files: list[GeneratedFile], *, force: bool = False, dry_run: bool = False) -> WriteResult:
+    """Write ``files`` under ``out_dir`` following ``plan``; update the manifest."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputExistsError(f"{out_dir} exists and is not a folder", hint="pass a folder to --out")
+    actions = plan(out_dir, files, force=force)
+    result = WriteResult(out_dir=out_dir, actions=actions, dry_run=dry_run)
+    if dry_run:
+        return result
+    by_path = {f.path: f for f in files}
+    manifest = read_manifest(out_dir)
+    to_write = [by_path[a.path] for a in actions if a.action in ("create", "update", "overwrite")]
+    with ThreadPoolExecutor(1) as pool:  # hashlib releases the GIL: hash while staging writes
+        hashes = pool.submit(lambda: {f.path: f.sha256 for f in to_write})
+        staging = _stage(out_dir, to_write) if to_write else None
+        try:
+            for a in actions:
+                if a.action != "kept":
+                    recorded = manifest.get(a.path, {}).get("sha256")
+                    # Unchanged content keeps its recorded hash (no re-hash of a 60 MB file).
+                    keep = a.action == "unchanged" and recorded
+                    manifest[a.path] = {"sha256": recorded if keep else hashes.result().get(a.path) or by_path[a.path].sha256, "role": a.role}
+            manifest_bytes = _manifest_bytes(dict(sorted(manifest.items())))
+            if staging is None:
+                if not (out_dir / MANIFEST).is_file() or (out_dir / MANIFEST).read_bytes() != manifest_bytes:
+                    _replace_file(out_dir / MANIFEST, manifest_bytes)
+                return result
+            (staging / MANIFEST).write_bytes(manifest_bytes)
+            _move_into_place(staging, out_dir, to_write)
+        finally:
+            if staging is not None and staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+    return result
+
+
+def _replace_file(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def _stage(out_dir: Path, files: list[GeneratedFile]) -> Path:
+    """Write ``files`` into a fresh staging folder on the same filesystem as ``out_dir``."""
+    parent = out_dir.parent if not out_dir.exists() else out_dir
+    parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.edgeq-staging-", dir=parent))
+    try:
+        for f in files:
+            dest = staging / f.path
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(f.content)
+            os.chmod(dest, 0o644)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return staging
+
+
+def _move_into_place(staging: Path, out_dir: Path, files: list[GeneratedFile]) -> None:
+    """A new folder moves in whole; into an existing one, file by file, manifest last."""
+    if not out_dir.exists():
+        os.chmod(staging, 0o755)
+        os.replace(staging, out_dir)
+        return
+    for f in files:
+        dest = out_dir / f.path
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging / f.path, dest)
+    os.replace(staging / MANIFEST, out_dir / MANIFEST)
+
+
+def render_tree(prefix: str, context: dict[str, Any], *, dest: str = "", role: str = "scaffold", overrides: str | None = None) -> list[GeneratedFile]:
+    """Render every ``templates/<prefix>/**/*.j2`` to ``<dest>/<path without .j2>``.
+
+    A template that renders to only whitespace is skipped: that is how a template set
+    says "not for this target" (e.g. the cross toolchain file on the host). With
+    ``overrides``, a template of the same relative name under that prefix wins (a board
+    folder overriding the common startup code).
+    """
+    chosen: dict[str, str] = {t[len(prefix) + 1 :]: t for t in list_templates(prefix)}
+    if overrides:
+        chosen.update({t[len(overrides) + 1 :]: t for t in list_templates(overrides)})
+    out: list[GeneratedFile] = []
+    for rel, template in sorted(chosen.items()):
+        text = render(template, context)
+        if not text.strip():
+            continue
+        path = str(PurePosixPath(dest) / rel[: -len(".j2")]) if dest else rel[: -len(".j2")]
+        out.append(GeneratedFile(path, text.encode("utf-8"), role))
+    return out
+
+
+__all__ = ["MANIFEST", "GeneratedFile", "FileAction", "WriteResult", "plan", "write_tree", "render_tree", "read_manifest"]

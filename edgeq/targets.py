@@ -1,0 +1,315 @@
+"""Targets and boards as validated data (``targets/*.toml``, ``templates/boards/*/board.toml``).
+
+Why data, not code: adding a Cortex-M variant or a board must not need a release, users
+add their own with ``--targets-dir`` or ``~/.config/edgeq/targets``. Because the files
+come from users, loading is strict: a ``schema_version`` we know, no unknown keys, every
+value checked, and every error names the file and the field.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from edgeq.errors import TargetError
+from edgeq.resources import data_dir
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+SCHEMA_VERSION = 1
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._+-]{0,63}$")
+_FLAG_RE = re.compile(r"^-[A-Za-z0-9_=+.,:/-]+$")
+_KERNELS = ("cmsis_nn", "reference")
+_TOOLCHAINS = ("arm-none-eabi", "host")
+_FLOAT_ABIS = ("soft", "softfp", "hard")
+_CMSIS_PATHS = ("none", "dsp", "mve", "any")
+
+
+@dataclass(frozen=True)
+class ArenaRule:
+    """How a host-measured TFLM arena becomes this target's ``k<Name>TensorArenaSize``.
+
+    ``target = align(ceil(host * (100 + scale_percent) / 100) + cmsis_nn_extra + headroom_bytes)``
+    where ``cmsis_nn_extra`` bounds the scratch and kernel-sum buffers CMSIS-NN's
+    ``cmsis_nn`` code path (none/dsp/mve, or "any" = the worst) adds to the reference
+    kernels' arena. See ``edgeq.codegen.arena`` and README "Arena rule" for measurements.
+    """
+
+    scale_percent: int = 0
+    headroom_bytes: int = 0
+    cmsis_nn: str = ""
+    align_bytes: int = 16
+
+
+@dataclass(frozen=True)
+class Target:
+    """One build target: CPU, ABI, flags, TFLM kernels, default budgets, template set."""
+
+    name: str
+    description: str
+    toolchain: str
+    cpu: str | None
+    fpu: str | None
+    float_abi: str | None
+    kernels: str
+    build_system: str
+    c_flags: tuple[str, ...]
+    ld_flags: tuple[str, ...]
+    flash_bytes: int | None
+    ram_bytes: int | None
+    runtime_code_bytes: int
+    runtime_ram_bytes: int
+    arena: ArenaRule
+    boards: tuple[str, ...]
+    source: str = ""
+
+    @property
+    def is_cross(self) -> bool:
+        return self.toolchain != "host"
+
+    @property
+    def arch_flags(self) -> tuple[str, ...]:
+        """``-mcpu/-mthumb/-mfpu/-mfloat-abi`` for the toolchain file and tests."""
+        if not self.is_cross:
+            return ()
+        flags = [f"-mcpu={self.cpu}", "-mthumb"]
+        if self.fpu:
+            flags.append(f"-mfpu={self.fpu}")
+        if self.float_abi:
+            flags.append(f"-mfloat-abi={self.float_abi}")
+        return tuple(flags)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "toolchain": self.toolchain,
+            "cpu": self.cpu,
+            "fpu": self.fpu,
+            "float_abi": self.float_abi,
+            "kernels": self.kernels,
+            "build_system": self.build_system,
+            "arch_flags": list(self.arch_flags),
+            "c_flags": list(self.c_flags),
+            "ld_flags": list(self.ld_flags),
+            "flash_bytes": self.flash_bytes,
+            "ram_bytes": self.ram_bytes,
+            "runtime_code_bytes": self.runtime_code_bytes,
+            "runtime_ram_bytes": self.runtime_ram_bytes,
+            "arena": vars(self.arena).copy(),
+            "boards": list(self.boards),
+            "source": self.source,
+        }
+
+
+@dataclass(frozen=True)
+class Board:
+    """A QEMU (or real) board: machine, CPU and the memory map the linker script uses."""
+
+    name: str
+    description: str
+    cpu: str
+    qemu_machine: str
+    vectors_origin: int
+    flash_origin: int
+    flash_bytes: int
+    ram_origin: int
+    ram_bytes: int
+    stack_bytes: int
+    heap_bytes: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if k != "extra"}
+
+
+class _Fields:
+    """Pops typed fields from a TOML table; whatever is left over is an unknown key."""
+
+    def __init__(self, table: dict[str, Any], where: str) -> None:
+        self.table = dict(table)
+        self.where = where
+
+    def fail(self, key: str, why: str) -> TargetError:
+        return TargetError(f"{self.where}: field '{key}' {why}", hint="see targets/*.toml shipped with edgeq for the format")
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = ..., check: Callable[[Any], bool] | None = None, why: str = "") -> Any:
+        if key not in self.table:
+            if default is ...:
+                raise self.fail(key, "is required")
+            return default
+        value = self.table.pop(key)
+        if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
+            names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+            raise self.fail(key, f"must be {names}, got {type(value).__name__} {value!r}")
+        if check is not None and not check(value):
+            raise self.fail(key, f"{why} (got {value!r})")
+        return value
+
+    def size(self, key: str, default: Any = ..., minimum: int = 0) -> int | None:
+        return self.get(key, int, default, lambda v: v >= minimum, f"must be an integer >= {minimum}")
+
+    def flags(self, key: str) -> tuple[str, ...]:
+        values = self.get(key, list, [])
+        for v in values:
+            if not isinstance(v, str) or not _FLAG_RE.match(v):
+                raise self.fail(key, f"has an invalid compiler flag {v!r} (expected e.g. '-O2', '-ffunction-sections')")
+        return tuple(values)
+
+    def done(self) -> None:
+        if self.table:
+            unknown = ", ".join(sorted(self.table))
+            raise TargetError(f"{self.where}: unknown field(s): {unknown}", hint="check the spelling; unknown keys are errors so typos cannot pass silently")
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TargetError(f"{path}: cannot read ({exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise TargetError(f"{path}: invalid TOML ({exc})") from None
+    version = doc.pop("schema_version", None)
+    if version != SCHEMA_VERSION:
+        raise TargetError(f"{path}: field 'schema_version' must be {SCHEMA_VERSION}, got {version!r}", hint="this edgeq reads schema_version = 1")
+    return doc
+
+
+def parse_target(path: Path) -> Target:
+    """Load and validate one target file."""
+    f = _Fields(_read_toml(path), str(path))
+    name = f.get("name", str, path.stem, lambda v: bool(_NAME_RE.match(v)), "must be lower-case letters, digits, '.', '_', '+', '-'")
+    if name != path.stem:
+        raise f.fail("name", f"must match the file name '{path.stem}' (got {name!r})")
+    toolchain = f.get("toolchain", str, check=lambda v: v in _TOOLCHAINS, why=f"must be one of {_TOOLCHAINS}")
+    cross = toolchain != "host"
+    cpu = f.get("cpu", str, ... if cross else None, lambda v: bool(_NAME_RE.match(v)), "must be a -mcpu value like 'cortex-m4'")
+    fpu = f.get("fpu", str, None, lambda v: bool(_NAME_RE.match(v)), "must be a -mfpu value like 'fpv4-sp-d16' or 'none'")
+    float_abi = f.get("float_abi", str, None, lambda v: v in _FLOAT_ABIS, f"must be one of {_FLOAT_ABIS}")
+    if fpu == "none":
+        fpu = None
+    arena_table = f.get("arena", dict, {})
+    a = _Fields(arena_table, f"{path} [arena]")
+    arena = ArenaRule(
+        scale_percent=a.size("scale_percent", 0),
+        headroom_bytes=a.size("headroom_bytes", 0),
+        cmsis_nn=a.get("cmsis_nn", str, "", lambda v: v in _CMSIS_PATHS, f"must be one of {_CMSIS_PATHS}"),
+        align_bytes=a.get("align_bytes", int, 16, lambda v: v in (4, 8, 16, 32, 64), "must be 4, 8, 16, 32 or 64"),
+    )
+    a.done()
+    target = Target(
+        name=name,
+        description=f.get("description", str),
+        toolchain=toolchain,
+        cpu=cpu,
+        fpu=fpu,
+        float_abi=float_abi,
+        kernels=f.get("kernels", str, check=lambda v: v in _KERNELS, why=f"must be one of {_KERNELS}"),
+        build_system=f.get("build_system", str, check=lambda v: bool(_NAME_RE.match(v)), why="must name a folder under templates/"),
+        c_flags=f.flags("c_flags"),
+        ld_flags=f.flags("ld_flags"),
+        flash_bytes=f.size("flash_bytes", None, 1),
+        ram_bytes=f.size("ram_bytes", None, 1),
+        runtime_code_bytes=f.size("runtime_code_bytes", 0),
+        runtime_ram_bytes=f.size("runtime_ram_bytes", 0),
+        arena=arena,
+        boards=tuple(f.get("boards", list, [], lambda v: all(isinstance(b, str) and _NAME_RE.match(b) for b in v), "must be a list of board names")),
+        source=str(path),
+    )
+    f.done()
+    if not cross and (fpu or float_abi):
+        raise TargetError(f"{path}: fields 'fpu'/'float_abi' only apply to cross toolchains")
+    if (target.kernels == "cmsis_nn") != bool(arena.cmsis_nn):
+        raise TargetError(f"{path}: field 'arena.cmsis_nn' must be set exactly when kernels = \"cmsis_nn\"",
+                          hint=f"one of {_CMSIS_PATHS}: the CMSIS-NN code path of this CPU")
+    return target
+
+
+def user_target_dirs(targets_dir: Path | None = None) -> list[Path]:
+    """Search order for user targets: ``--targets-dir``, then ``$XDG_CONFIG_HOME/edgeq/targets``."""
+    dirs = [Path(targets_dir)] if targets_dir is not None else []
+    if targets_dir is not None and not Path(targets_dir).is_dir():
+        raise TargetError(f"targets directory {targets_dir} does not exist", hint="pass a folder holding <name>.toml files")
+    config = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    dirs.append(config / "edgeq" / "targets")
+    return dirs
+
+
+def _target_files(targets_dir: Path | None) -> dict[str, Path]:
+    """name → file, user folders first so a user file can override a shipped target."""
+    found: dict[str, Path] = {}
+    for folder in [*user_target_dirs(targets_dir), data_dir("targets")]:
+        if folder.is_dir():
+            for path in sorted(folder.glob("*.toml")):
+                found.setdefault(path.stem, path)
+    return found
+
+
+def list_targets(*, targets_dir: Path | None = None) -> list[Target]:
+    """Every known target (validated), sorted by name. One bad file fails the listing."""
+    return [parse_target(p) for _, p in sorted(_target_files(targets_dir).items())]
+
+
+def load_target(name: str, *, targets_dir: Path | None = None) -> Target:
+    """Load a target by name; unknown names list the known ones."""
+    files = _target_files(targets_dir)
+    if name not in files:
+        raise TargetError(f"unknown target {name!r}", hint="known targets: " + ", ".join(sorted(files)) + " (see `edgeq targets`)")
+    return parse_target(files[name])
+
+
+def parse_board(path: Path) -> Board:
+    """Load and validate one ``board.toml``."""
+    f = _Fields(_read_toml(path), str(path))
+    mem = _Fields(f.get("memory", dict), f"{path} [memory]")
+    flash_origin = mem.size("flash_origin")
+    board = Board(
+        name=f.get("name", str, path.parent.name, lambda v: v == path.parent.name, f"must match the folder name '{path.parent.name}'"),
+        description=f.get("description", str),
+        cpu=f.get("cpu", str, check=lambda v: bool(_NAME_RE.match(v)), why="must be a -mcpu value"),
+        qemu_machine=f.get("qemu_machine", str, check=lambda v: bool(_NAME_RE.match(v)), why="must be a qemu-system-arm -M value"),
+        vectors_origin=mem.size("vectors_origin", flash_origin),
+        flash_origin=flash_origin,
+        flash_bytes=mem.size("flash_bytes", minimum=1024),
+        ram_origin=mem.size("ram_origin"),
+        ram_bytes=mem.size("ram_bytes", minimum=1024),
+        stack_bytes=mem.size("stack_bytes", 16384, 256),
+        heap_bytes=mem.size("heap_bytes", 16384, 0),
+    )
+    mem.done()
+    f.done()
+    return board
+
+
+def boards_dir() -> Path:
+    return data_dir("templates") / "boards"
+
+
+def list_boards() -> list[Board]:
+    return [parse_board(p) for p in sorted(boards_dir().glob("*/board.toml"))]
+
+
+def load_board(name: str, *, target: Target | None = None) -> Board:
+    """Load a board; with ``target``, also check the board fits it (same CPU, listed)."""
+    path = boards_dir() / name / "board.toml"
+    if not _NAME_RE.match(name) or not path.is_file():
+        known = ", ".join(b.name for b in list_boards())
+        raise TargetError(f"unknown board {name!r}", hint=f"known boards: {known}")
+    board = parse_board(path)
+    if target is not None and name not in target.boards:
+        listed = ", ".join(target.boards) or "none"
+        raise TargetError(
+            f"board {name!r} ({board.cpu}) does not fit target {target.name!r}",
+            hint=f"boards for {target.name}: {listed}; or pick the target matching the board's CPU",
+        )
+    return board
+
+
+__all__ = ["ArenaRule", "Board", "Target", "SCHEMA_VERSION", "list_targets", "load_target", "load_board", "list_boards", "parse_target", "parse_board", "user_target_dirs"]

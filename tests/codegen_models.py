@@ -1,0 +1,98 @@
+"""Tiny models for the codegen tests, converted once per test session with the real
+TFLite converter (Keras 3 → SavedModel export → full-integer uint8 I/O).
+
+Conversions cost seconds, so they are cached per process (``lru_cache``) and shared by
+every test module that imports these helpers; only two models are ever converted.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+_ROOT = Path(tempfile.mkdtemp(prefix="edgeq-codegen-models-"))
+
+
+def _convert(model, shape: tuple[int, ...], path: Path, samples: int, dyadic: bool = False) -> Path:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import tensorflow as tf
+
+    export_dir = path.with_suffix(".savedmodel")
+    model.export(str(export_dir), input_signature=[tf.TensorSpec([1, *shape], tf.float32)], verbose=False)
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(export_dir))
+    rng = np.random.default_rng(0)
+
+    def representative():
+        for _ in range(samples):
+            x = rng.random((1, *shape), dtype=np.float32)
+            # Quarter steps: every sum in the tiny model is exact in float32, so the
+            # calibrated ranges (and the golden files) cannot depend on the CPU's SIMD.
+            yield [np.round(x * 4) / 4 if dyadic else x]
+
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.uint8
+    converter.inference_output_type = tf.uint8
+    path.write_bytes(converter.convert())
+    return path
+
+
+@lru_cache(maxsize=1)
+def tiny_cnn() -> Path:
+    """Conv → max-pool → dense → softmax on 8x8x1, uint8 I/O (about 3 KB).
+
+    Weights are fixed multiples of 1/8 and layers are named, so the converted model's
+    scales, zero points and tensor names do not depend on random state or on which
+    models the session built before (Keras numbers unnamed layers per process).
+    """
+    import keras
+
+    model = keras.Sequential([
+        keras.Input((8, 8, 1), name="image"),
+        keras.layers.Conv2D(4, 3, activation="relu", name="conv"),
+        keras.layers.MaxPooling2D(name="pool"),
+        keras.layers.Flatten(name="flatten"),
+        keras.layers.Dense(3, name="dense"),
+        keras.layers.Softmax(name="softmax"),
+    ], name="tiny")
+    for layer in model.layers:
+        weights = layer.get_weights()
+        if weights:
+            layer.set_weights([((np.arange(w.size).reshape(w.shape) * 5) % 7 - 3).astype(np.float32) / 8 for w in weights])
+    return _convert(model, (8, 8, 1), _ROOT / "tiny.tflite", samples=16, dyadic=True)
+
+
+@lru_cache(maxsize=1)
+def mobilenet_025() -> Path:
+    """MobileNet v1, alpha 0.25, 96x96x3, 10 classes, untrained (about 300 KB).
+
+    No softmax: on untrained logits TFLM's softmax aborts (input scale too large).
+    """
+    import keras
+
+    keras.utils.set_random_seed(2)
+    base = keras.applications.MobileNet(input_shape=(96, 96, 3), alpha=0.25, weights=None, include_top=False, pooling="avg")
+    model = keras.Sequential([base, keras.layers.Dense(10)])
+    return _convert(model, (96, 96, 3), _ROOT / "mobilenet_025.tflite", samples=4)
+
+
+def sample_and_reference(tflite: bytes, *, seed: int = 123) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """A deterministic uint8/int8 input and LiteRT's BUILTIN_REF output for it."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    rng = np.random.default_rng(seed)
+    interp = Interpreter(model_content=tflite, experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
+    interp.allocate_tensors()
+    inputs = []
+    for d in interp.get_input_details():
+        info = np.iinfo(d["dtype"])
+        x = rng.integers(info.min, info.max + 1, size=d["shape"]).astype(d["dtype"])
+        interp.set_tensor(d["index"], x)
+        inputs.append(x)
+    interp.invoke()
+    return inputs, [interp.get_tensor(d["index"]).copy() for d in interp.get_output_details()]

@@ -1,0 +1,248 @@
+"""``edgeq emit``: golden sources, byte-exact arrays, compiles (gcc, g++, arm-none-eabi),
+hostile names, determinism, re-run rules, the typer adapters."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from edgeq.codegen.command import emit_command, targets_command
+from edgeq.codegen.emit import emit
+from edgeq.codegen.resolver import resolve_ops
+from edgeq.errors import OutputExistsError, UnsupportedOpError, UserError
+from edgeq.tflite_info import OpInfo, read_tflite
+from tests.codegen_golden import compare, tree
+from tests.codegen_models import mobilenet_025, tiny_cnn
+from tests.test_codegen_c_array import CHECK_PROGRAM
+from tests.tools import M4F_FLAGS, require_tool, run, tflm_dir
+
+TINY_HOST_ARENA = 2208  # fixed, so goldens do not move with tflite-micro nightlies
+HOSTILE_NAMES = ["my model", "3-in-1 net", 'we"ird*/name', "$(rm -rf /)", "int", "class", "ünïcödé", "__x__"]
+
+
+@pytest.fixture(scope="module")
+def tiny() -> Path:
+    return tiny_cnn()
+
+
+@pytest.fixture(scope="module")
+def mobilenet() -> Path:
+    return mobilenet_025()
+
+
+def _emit(model: Path, out: Path, **kw):  # type: ignore[no-untyped-def]
+    kw.setdefault("arena_bytes", TINY_HOST_ARENA)
+    return emit(model, out=out, **kw)
+
+
+def test_golden_tree(tiny: Path, tmp_path: Path) -> None:
+    labels = tmp_path / "labels.txt"
+    labels.write_text("cat\n\ndog \"good\"\n??= bird\n", encoding="utf-8")
+    result = _emit(tiny, tmp_path / "out", name="tiny", labels=labels)
+    data, info = read_tflite(tiny)
+    assert result.name == "tiny" and not result.warnings
+    assert result.arena.host_bytes == TINY_HOST_ARENA and result.arena.target_bytes >= TINY_HOST_ARENA
+    compare("emit-tiny", tmp_path / "out", sha256=info.sha256, size=info.size_bytes)
+
+
+def test_two_runs_are_byte_identical(tiny: Path, tmp_path: Path) -> None:
+    _emit(tiny, tmp_path / "a", name="tiny", lang="c", section=".rodata.model")
+    _emit(tiny, tmp_path / "b", name="tiny", lang="c", section=".rodata.model")
+    assert tree(tmp_path / "a") == tree(tmp_path / "b")
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "a").iterdir()}
+    again = _emit(tiny, tmp_path / "a", name="tiny", lang="c", section=".rodata.model")
+    assert {a.action for a in again.write.actions} == {"unchanged"}
+    assert before == {p: p.stat().st_mtime_ns for p in (tmp_path / "a").iterdir()}
+
+
+@pytest.mark.parametrize("lang", ["c", "cpp"])
+@pytest.mark.parametrize("which", ["tiny", "mobilenet"])
+def test_array_equals_tflite_byte_for_byte(which: str, lang: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """A C program (gcc) compares the emitted array with the .tflite on disk; C++ arrays
+    are linked into that C program, which also proves the extern "C" guards."""
+    gcc = require_tool("gcc")
+    model: Path = request.getfixturevalue(which)
+    result = _emit(model, tmp_path / "src", name=which, lang=lang)
+    src = tmp_path / "src"
+    (tmp_path / "main.c").write_text(CHECK_PROGRAM.replace("@SYM@", f"g_{result.name}_model_data"))
+    obj = tmp_path / "model.o"
+    compiler = gcc if lang == "c" else require_tool("g++")
+    std = "-std=c11" if lang == "c" else "-std=c++17"
+    run([compiler, std, "-Wall", "-Wextra", "-Werror", "-c", src / f"{which}_model_data.{'c' if lang == 'c' else 'cc'}", "-o", obj])
+    run([gcc, "-std=c11", "-Wall", "-Werror", "-I", src, "-o", tmp_path / "check", tmp_path / "main.c", obj])
+    assert run([tmp_path / "check", model]).stdout.strip() == f"ok {model.stat().st_size}"
+
+
+def test_resolver_registers_exactly_the_models_ops(mobilenet: Path, tmp_path: Path) -> None:
+    data, info = read_tflite(mobilenet)
+    regs = resolve_ops(info)
+    assert [r.name for r in regs] == sorted({op.name for op in info.ops})
+    result = _emit(mobilenet, tmp_path, name="mnv")
+    text = (tmp_path / "mnv_op_resolver.h").read_text()
+    assert f"MicroMutableOpResolver<kMnvOpCount>" in text and f"kMnvOpCount = {len(regs)};" in text
+    assert [line.split("resolver.")[1].split("(")[0] for line in text.splitlines() if "resolver.Add" in line] == [r.method for r in regs]
+    assert result.ops == tuple(r.name for r in regs)
+
+
+def test_unsupported_op_is_named(tiny: Path) -> None:
+    _, info = read_tflite(tiny)
+    bad = dataclasses.replace(info, ops=info.ops + (OpInfo("REDUCE_PROD", 1), OpInfo("MyCustomOp", 1, custom=True)))
+    with pytest.raises(UnsupportedOpError) as exc:
+        resolve_ops(bad)
+    assert exc.value.ops == ("MyCustomOp (custom)", "REDUCE_PROD") and "REDUCE_PROD" in exc.value.message
+
+
+@pytest.mark.parametrize("lang", ["c", "cpp"])
+def test_sources_compile_for_cortex_m4f(mobilenet: Path, tmp_path: Path, lang: str) -> None:
+    """Model data + settings header compile with the M4F hard-float flags, warnings as errors."""
+    cc = require_tool("arm-none-eabi-gcc")
+    cxx = require_tool("arm-none-eabi-g++")
+    _emit(mobilenet, tmp_path, name="mnv", lang=lang)
+    data_src = tmp_path / f"mnv_model_data.{'c' if lang == 'c' else 'cc'}"
+    run([cc if lang == "c" else cxx, *M4F_FLAGS, "-O2", "-Wall", "-Wextra", "-Werror", "-c", data_src, "-o", tmp_path / "data.o"])
+    (tmp_path / "use.c").write_text(SETTINGS_USER.replace("@C@", "Mnv").replace("@N@", "mnv"))
+    run([cc, *M4F_FLAGS, "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-I", tmp_path, "-c", tmp_path / "use.c", "-o", tmp_path / "use.o"])
+    run([cxx, *M4F_FLAGS, "-std=c++17", "-Wall", "-Wextra", "-Werror", "-x", "c++", "-I", tmp_path, "-c", tmp_path / "use.c", "-o", tmp_path / "use_cc.o"])
+
+
+@pytest.mark.parametrize("raw", HOSTILE_NAMES)
+def test_hostile_names_compile(tiny: Path, tmp_path: Path, raw: str) -> None:
+    gcc, gxx = require_tool("gcc"), require_tool("g++")
+    c = _emit(tiny, tmp_path / "c", name=raw, lang="c", section=".rodata.model")
+    cc = _emit(tiny, tmp_path / "cc", name=raw, lang="cpp", namespace="my-co::ml")
+    assert c.name == cc.name and c.name.isidentifier()
+    assert (raw == c.name) == (not c.warnings)
+    camel = "".join(p[:1].upper() + p[1:] for p in c.name.split("_"))
+    (tmp_path / "use.c").write_text(SETTINGS_USER.replace("@C@", camel).replace("@N@", c.name))
+    run([gcc, "-std=c11", "-Wall", "-Wextra", "-Werror", "-I", tmp_path / "c", "-o", tmp_path / "prog", tmp_path / "use.c", tmp_path / "c" / f"{c.name}_model_data.c"])
+    run([tmp_path / "prog"])
+    (tmp_path / "ns.cc").write_text(f'#include "{c.name}_model_data.h"\nint main() {{ return my_co::ml::g_{c.name}_model_data_len > 0 ? 0 : 1; }}\n')
+    run([gxx, "-std=c++17", "-Wall", "-Wextra", "-Werror", "-I", tmp_path / "cc", "-o", tmp_path / "ns", tmp_path / "ns.cc", tmp_path / "cc" / f"{c.name}_model_data.cc"])
+    run([tmp_path / "ns"])
+
+
+def test_settings_values(tiny: Path, tmp_path: Path) -> None:
+    gcc = require_tool("gcc")
+    labels = tmp_path / "labels.txt"
+    labels.write_text("zero\nun\nzwei\n")
+    result = _emit(tiny, tmp_path, name="tiny", labels=labels)
+    _, info = read_tflite(tiny)
+    (tmp_path / "print.c").write_text(
+        '#include <stdio.h>\n#include "tiny_model_settings.h"\n'
+        "int main(void) { printf(\"%d %d %d %d %.9g %d %s\\n\", kTinyTensorArenaSize, kTinyInput0Dims, kTinyInput0Shape[1],"
+        " kTinyInput0ZeroPoint, (double)kTinyInput0Scale, kTinyLabelCount, kTinyLabels[2]); return 0; }\n"
+    )
+    run([gcc, "-std=c11", "-Wall", "-Werror", "-I", tmp_path, "-o", tmp_path / "print", tmp_path / "print.c"])
+    arena, dims, h, zp, scale, n, label = run([tmp_path / "print"]).stdout.split()
+    t = info.inputs[0]
+    assert int(arena) == result.arena.target_bytes and int(dims) == len(t.shape) and int(h) == t.shape[1]
+    assert int(zp) == t.zero_point and float(scale) == pytest.approx(t.scale, rel=1e-7)
+    assert (int(n), label) == (3, "zwei")
+
+
+def test_resolver_compiles_against_tflm(tiny: Path, tmp_path: Path) -> None:
+    root = tflm_dir()
+    gxx = require_tool("g++")
+    _emit(tiny, tmp_path, name="tiny", namespace="ns")
+    (tmp_path / "r.cc").write_text('#include "tiny_op_resolver.h"\nint main() { ns::TinyOpResolver r; return ns::RegisterTinyOps(r) == kTfLiteOk ? 0 : 1; }\n')
+    inc = [f"-I{root / p}" for p in ("", "third_party/flatbuffers/include", "third_party/gemmlowp", "third_party/ruy")]
+    run([gxx, "-std=c++17", "-fsyntax-only", "-DTF_LITE_STATIC_MEMORY", *inc, "-I", tmp_path, tmp_path / "r.cc"])
+
+
+def test_op_table_matches_tflm_header() -> None:
+    """Every Add* method in the data table exists in the TFLM tree (and vice versa)."""
+    import re
+
+    from edgeq.codegen.resolver import load_op_table
+
+    header = (tflm_dir() / "tensorflow/lite/micro/micro_mutable_op_resolver.h").read_text()
+    methods = set(re.findall(r"TfLiteStatus (Add\w+)\(", header)) - {"AddBuiltin", "AddCustom"}
+    table = load_op_table()
+    assert set(table.builtin.values()) | set(table.custom.values()) == methods
+
+
+def test_rerun_rules(tiny: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "tiny_model_data.h").write_text("/* mine */\n")
+    with pytest.raises(OutputExistsError, match="tiny_model_data.h"):
+        _emit(tiny, out, name="tiny")
+    assert (out / "tiny_model_data.h").read_text() == "/* mine */\n"
+    first = _emit(tiny, out, name="tiny", force=True)
+    assert ("tiny_model_data.h", "overwrite") in {(a.path, a.action) for a in first.write.actions}
+    (out / "tiny_model_settings.h").write_text("edited\n")
+    again = _emit(tiny, out, name="tiny", arena_bytes=4096)
+    assert ("tiny_model_settings.h", "update") in {(a.path, a.action) for a in again.write.actions}
+    assert "edited" not in (out / "tiny_model_settings.h").read_text()
+    dry = _emit(tiny, tmp_path / "dry", name="tiny", dry_run=True)
+    assert not (tmp_path / "dry").exists() and {a.action for a in dry.write.actions} == {"create"}
+
+
+def test_invalid_options(tiny: Path, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="section"):
+        _emit(tiny, tmp_path, section='x"); system("')
+    with pytest.raises(UserError, match="namespace"):
+        _emit(tiny, tmp_path, lang="c", namespace="ns")
+    with pytest.raises(UserError, match="language"):
+        _emit(tiny, tmp_path, lang="rust")
+    assert not any(tmp_path.iterdir())
+
+
+def test_emit_measures_the_host_arena(tiny: Path, tmp_path: Path) -> None:
+    pytest.importorskip("tflite_micro") if not __import__("tests.conftest").conftest.IN_CI else None
+    result = emit(tiny, out=tmp_path)
+    assert result.arena.host_bytes and result.arena.host_bytes > 0
+    assert result.arena.target_bytes >= result.arena.host_bytes
+
+
+def test_commands(tiny: Path, tmp_path: Path) -> None:
+    app = typer.Typer()
+    app.command("emit")(emit_command)
+    app.command("targets")(targets_command)
+    r = CliRunner().invoke(app, ["emit", str(tiny), "--out", str(tmp_path / "o"), "--name", "my net", "--lang", "c", "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["schema_version"] == 1 and doc["kind"] == "emit" and doc["name"] == "my_net"
+    assert (tmp_path / "o" / "my_net_model_data.c").is_file()
+    r = CliRunner().invoke(app, ["targets", "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["kind"] == "targets"
+    r = CliRunner().invoke(app, ["targets"])
+    assert r.exit_code == 0 and "cortex-m55" in r.stdout
+
+
+# Uses the settings header from C: enumerators as array sizes, shapes, scales, typedefs.
+SETTINGS_USER = r"""
+#include <stdio.h>
+#include "@N@_model_data.h"
+#include "@N@_model_settings.h"
+static unsigned char arena[k@C@TensorArenaSize];
+int main(void) {
+  @N@_input0_t first = 0;
+  (void)first;
+  printf("%u %d %d %g\n", g_@N@_model_data_len, (int)sizeof arena, k@C@Input0Shape[0], (double)k@C@Output0Scale);
+  return (g_@N@_model_data_len == k@C@ModelSize && k@C@InputCount == 1) ? 0 : 1;
+}
+"""
+
+
+def test_bundled_example(example_tflite: Path, tmp_path: Path) -> None:
+    """Acceptance on the bundled digits example (quantized by the real CLI): byte-exact
+    array, exact resolver, compiles for Cortex-M4F under a hostile name, deterministic."""
+    gcc = require_tool("gcc")
+    cc = require_tool("arm-none-eabi-g++")
+    _, info = read_tflite(example_tflite)
+    a = _emit(example_tflite, tmp_path / "a", name="digits (v2)!")
+    b = _emit(example_tflite, tmp_path / "b", name="digits (v2)!")
+    assert tree(tmp_path / "a") == tree(tmp_path / "b") and a.name == "digits_v2"
+    assert a.ops == tuple(sorted({op.name for op in info.ops}))
+    src = tmp_path / "a"
+    run([cc, *M4F_FLAGS, "-std=c++17", "-O2", "-Wall", "-Wextra", "-Werror", "-c", src / "digits_v2_model_data.cc", "-o", tmp_path / "m4.o"])
+    (tmp_path / "main.c").write_text(CHECK_PROGRAM.replace("@SYM@", "g_digits_v2_model_data"))
+    run([require_tool("g++"), "-std=c++17", "-c", src / "digits_v2_model_data.cc", "-o", tmp_path / "host.o"])
+    run([gcc, "-std=c11", "-o", tmp_path / "check", tmp_path / "main.c", tmp_path / "host.o"])
+    assert run([tmp_path / "check", example_tflite]).stdout.startswith("ok ")
