@@ -75,6 +75,32 @@ MaxDrop = Annotated[
 Force = Annotated[bool, typer.Option("--force", "-f", help="Replace existing outputs (and regenerate files you edited).")]
 Json = Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")]
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks and TensorFlow's own output on errors.")]
+Qat = Annotated[bool, typer.Option("--qat", help="Quantization-aware training: fine-tune with fake quantization "
+                                   "(tfmot), then convert full-integer. Needs --train-data; also reports PTQ.")]
+TrainData = Annotated[Optional[Path], typer.Option("--train-data", help="Labelled training data for --qat: .npz with 'x' and 'y'.")]
+Epochs = Annotated[int, typer.Option("--epochs", help="QAT epochs.")]
+BatchSize = Annotated[int, typer.Option("--batch-size", help="QAT batch size.")]
+LearningRate = Annotated[float, typer.Option("--learning-rate", help="QAT learning rate (Adam).")]
+Loss = Annotated[Optional[str], typer.Option("--loss", help="QAT loss (a Keras name, e.g. sparse_categorical_crossentropy). "
+                                             "Default: the model's compiled loss, else chosen from the labels.")]
+LayerReport = Annotated[bool, typer.Option("--layer-report", help="Per-layer int8 error table (TF QuantizationDebugger) "
+                                           "in the report; a PNG chart too with edgeq[plots].")]
+
+
+def _qat_config(qat: bool, train_data: Optional[Path], epochs: int, batch_size: int, learning_rate: float,
+                loss: Optional[str]) -> object:
+    """--qat and its options → ``QatConfig`` (None without --qat); refuse options that would be ignored."""
+    from edgeq.errors import UserError
+
+    if not qat:
+        if train_data is not None:
+            raise UserError("--train-data is only used with --qat", hint="add --qat to fine-tune with quantization-aware training")
+        return None
+    if train_data is None:
+        raise UserError("--qat needs labelled training data", hint="pass --train-data train.npz (arrays 'x' and 'y')")
+    from edgeq.qat import QatConfig
+
+    return QatConfig(train_data, epochs, batch_size, learning_rate, loss)
 
 
 def _emit_report(report: object, as_json: bool) -> None:
@@ -116,6 +142,13 @@ def build(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Run every check and list the files that would be written.")] = False,
     max_accuracy_drop: MaxDrop = None,
     example: Annotated[bool, typer.Option("--example", help="Use the bundled digits example model and data.")] = False,
+    qat: Qat = False,
+    train_data: TrainData = None,
+    epochs: Epochs = 3,
+    batch_size: BatchSize = 32,
+    learning_rate: LearningRate = 1e-4,
+    loss: Loss = None,
+    layer_report: LayerReport = False,
     force: Force = False,
     json_out: Json = False,
     debug: Debug = False,
@@ -142,6 +175,7 @@ def build(
         model, target=target, out=out, name=name, force=force, mode=mode, io=io,
         allow_float_fallback=allow_float_fallback, calibration=calibration, eval_data=eval_data,
         samples=samples, scale=scale, max_accuracy_drop=max_accuracy_drop,
+        qat=_qat_config(qat, train_data, epochs, batch_size, learning_rate, loss), layer_report=layer_report,
         firmware={"board": board, "lang": lang, "labels": labels_list, "flash": flash, "ram": ram,
                   "allow_over_budget": allow_over_budget, "targets_dir": targets_dir, "dry_run": dry_run},
     )
@@ -160,6 +194,13 @@ def quantize(
     allow_float_fallback: FloatFallback = False,
     scale: Scale = "0..1",
     max_accuracy_drop: MaxDrop = None,
+    qat: Qat = False,
+    train_data: TrainData = None,
+    epochs: Epochs = 3,
+    batch_size: BatchSize = 32,
+    learning_rate: LearningRate = 1e-4,
+    loss: Loss = None,
+    layer_report: LayerReport = False,
     force: Force = False,
     json_out: Json = False,
     debug: Debug = False,
@@ -172,8 +213,14 @@ def quantize(
         model, output=output, force=force, mode=mode, io=io, allow_float_fallback=allow_float_fallback,
         calibration=calibration, eval_data=eval_data, samples=samples, scale=scale,
         max_accuracy_drop=max_accuracy_drop,
+        qat=_qat_config(qat, train_data, epochs, batch_size, learning_rate, loss), layer_report=layer_report,
     )
     _emit_report(report, json_out)
+
+
+from edgeq.compare_command import compare_command  # noqa: E402  (typer + pathlib only: cheap)
+
+app.command("compare")(compare_command)
 
 
 @app.command()
@@ -200,6 +247,11 @@ def inspect(
 from edgeq.bench.command import bench_command  # noqa: E402  (typer only; paramiko loads on use)
 
 app.command("bench")(bench_command)
+
+from edgeq.codegen.command import emit_command, targets_command  # noqa: E402  (typer only)
+
+app.command("emit")(emit_command)
+app.command("targets")(targets_command)
 
 
 def main(argv: Optional[list[str]] = None) -> None:

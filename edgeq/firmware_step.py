@@ -1,35 +1,23 @@
 """The build pipeline's bridge to targets and code generation.
 
-Kept apart from ``pipeline`` so the pipeline reads as the sequence of checks it is, and
-because re-running ``build`` into its own earlier output has rules of its own: model
-sources are refreshed, files the user edited (per the generated-file manifest) or added
-are carried over untouched unless ``--force``.
+Re-running ``build`` into its own earlier output has rules of its own (refresh generated
+files, keep the ones the user edited, per the manifest ``edgeq.codegen`` keeps). To keep
+those rules in one place *and* keep the output atomic, the previous output is copied into
+the staging folder first and the code generator applies its rules there; the staged
+folder then replaces the old one in one rename.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeq.console import warn
 from edgeq.errors import OutputExistsError
 
 MANIFEST = ".edgeq-manifest.json"
-
-
-@dataclass(frozen=True)
-class Plan:
-    """Decided before writing: the C name, the target's arena and the budget figures."""
-
-    name: str
-    budget: dict[str, Any]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, **self.budget}
+#: Files of ours that are rewritten on every build and so never count as "the user's".
+OWN_OUTPUTS = ("report.json", "report.md")
 
 
 def resolve_target(name: str, opts: dict[str, Any]) -> Any:
@@ -52,78 +40,79 @@ def check_out(out: Path, *, force: bool) -> None:
 
 
 def _sample(run: Any) -> tuple[Any, Any]:
+    """First validation sample and LiteRT's reference output for it, embedded in firmware."""
     if run.eval_q is None or run.ref_raw is None:
         return None, None
     return [x[0:1] for x in run.eval_q], [y[0:1] for y in run.ref_raw]
 
 
-def plan(run: Any, target: Any, name: str, opts: dict[str, Any]) -> Plan:
-    from edgeq.codegen.firmware import check_budget
-    from edgeq.codegen.names import c_identifier
+def check_budget(run: Any, target: Any, opts: dict[str, Any]) -> Any:
+    """Budget figures for the report; raises ``BudgetError`` before anything is written."""
+    from edgeq.codegen.budget import check_budget as _check
 
-    cname = c_identifier(name)
-    budget = check_budget(
+    return _check(
+        tflite=run.data,
+        info=run.info,
         target=target,
-        model_bytes=run.info.size_bytes,
-        host_arena_bytes=run.micro.arena_bytes,
+        host_arena_bytes=run.micro.arena_bytes if run.micro.arena_bytes is not None else _measure(run),
         flash=opts.get("flash"),
         ram=opts.get("ram"),
         allow_over_budget=bool(opts.get("allow_over_budget")),
     )
-    return Plan(cname, budget.to_dict() if hasattr(budget, "to_dict") else dict(budget))
+    doc = result.to_dict()
+    doc["out_dir"] = str(final)
+    if isinstance(doc.get("write"), dict):
+        doc["write"]["out_dir"] = str(final)
+    return doc
 
 
-def write(tmp: Path, out_dir: Path, run: Any, plan_: Plan, *, force: bool, opts: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Write firmware sources into ``tmp``; carry over the user's edits from ``out_dir``."""
+def _measure(run: Any) -> int:
+    from edgeq.codegen.arena import measure_host_arena
+
+    return measure_host_arena(run.data)
+
+
+def write(dest: Path, previous: Path | None, run: Any, *, name: str, target: Any, force: bool,
+          final: Path, dry_run: bool = False, opts: dict[str, Any]) -> dict[str, Any]:
+    """Write firmware sources and the scaffold into ``dest`` (a staging folder, or the
+    real output for a dry run); ``previous`` is the earlier output to refresh, if any.
+
+    Returns the firmware part of the report, naming ``final`` (where the files end up),
+    never the staging folder: reports must not change from one identical run to the next.
+    """
     from edgeq.codegen.firmware import write_firmware
 
-    o = opts or {}
+    if previous is not None and previous.is_dir() and not force and not dry_run:
+        for item in previous.iterdir():
+            if item.name in OWN_OUTPUTS:
+                continue
+            target_path = dest / item.name
+            if item.is_dir():
+                shutil.copytree(item, target_path, symlinks=True)
+            else:
+                shutil.copy2(item, target_path)
     sample_in, sample_out = _sample(run)
     result = write_firmware(
-        tmp,
+        dest,
         tflite=run.data,
         info=run.info,
-        name=plan_.name,
-        target=o["target"],
+        name=name,
+        target=target,
         host_arena_bytes=run.micro.arena_bytes,
         sample_input=sample_in,
         reference_output=sample_out,
         source_name=run.model.path.name,
-        board=o.get("board"),
-        lang=o.get("lang", "cpp"),
-        labels=o.get("labels"),
+        board=opts.get("board"),
+        lang=opts.get("lang") or "cpp",
+        labels=opts.get("labels"),
         force=force,
-        flash=o.get("flash"),
-        ram=o.get("ram"),
-        allow_over_budget=bool(o.get("allow_over_budget")),
+        dry_run=dry_run,
+        flash=opts.get("flash"),
+        ram=opts.get("ram"),
+        allow_over_budget=bool(opts.get("allow_over_budget")),
     )
-    if not force:
-        _carry_over_user_files(out_dir, tmp)
-    return result.to_dict()
-
-
-def _sha(p: Path) -> str:
-    return hashlib.sha256(p.read_bytes()).hexdigest()
-
-
-def _carry_over_user_files(old: Path, new: Path) -> None:
-    """Keep files the user changed or added in ``old`` (per its manifest) in ``new``."""
-    manifest = old / MANIFEST
-    if not manifest.is_file():
-        return
-    try:
-        recorded: dict[str, str] = json.loads(manifest.read_text()).get("files", {})
-    except (ValueError, OSError):
-        recorded = {}
-    for p in sorted(q for q in old.rglob("*") if q.is_file()):
-        rel = p.relative_to(old).as_posix()
-        if rel == MANIFEST or rel == "report.json" or rel == "report.md":
-            continue
-        expected = recorded.get(rel)
-        if expected is not None and _sha(p) == expected:
-            continue  # untouched generated file: the new version replaces it
-        dest = new / rel
-        if dest.exists() and expected is not None:
-            warn(f"keeping your edited {rel} (pass --force to regenerate it)")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(p, dest)
+    doc = result.to_dict()
+    doc["out_dir"] = str(final)
+    if isinstance(doc.get("write"), dict):
+        doc["write"]["out_dir"] = str(final)
+    return doc

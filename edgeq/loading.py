@@ -190,7 +190,6 @@ def _load_saved_model(p: Path) -> LoadedModel:
             f"SavedModel {p} has no 'serving_default' signature",
             hint="save with tf.saved_model.save(obj, dir, signatures=obj.__call__.get_concrete_function(spec))",
         )
-    _refuse_weightless(loaded, p)
     specs = sig.structured_input_signature[1]
     ins = []
     for name in sorted(specs):
@@ -210,31 +209,16 @@ def _load_saved_model(p: Path) -> LoadedModel:
     return LoadedModel(p, "saved_model", sha256_path(p), tuple(ins), outs, _predict=predict, _saved_model_dir=p)
 
 
-def _refuse_weightless(loaded: Any, p: Path) -> None:
-    """Refuse a SavedModel whose variables were not tracked (``tf.saved_model.save`` of Keras 3).
-
-    Such a model converts "fine" into VAR_HANDLE/READ_VARIABLE ops with no weights and
-    10 % accuracy; catching it here saves users from shipping a model of noise.
-    """
-    variables = list(getattr(loaded, "variables", []) or [])
-    sig = loaded.signatures["serving_default"]
-    captured = [t for t in getattr(sig, "captured_inputs", []) if getattr(t, "dtype", None) is not None]
-    resource_capture = any(t.dtype.name == "resource" for t in captured)
-    if not variables and resource_capture:
-        raise ModelError(
-            f"SavedModel {p} has no weights: its variables were not saved "
-            "(this is what tf.saved_model.save does to a Keras 3 model)",
-            hint="export Keras 3 models with model.export(dir) or save them with model.save('model.keras'), "
-            "then run edgeq on that",
-        )
-
-
 def export_for_conversion(model: LoadedModel, workdir: Path) -> Path:
     """Write a SavedModel with a fixed batch of 1 (a dynamic batch adds ops and arena)."""
     tf = tf_module()
     if model.keras_model is None:
         assert model._saved_model_dir is not None
         return _rebatch_saved_model(model, workdir, tf)
+    if type(model.keras_model).__module__.startswith("tf_keras."):
+        from edgeq.qat import export_qat_for_conversion  # tf_keras export() takes no input signature
+
+        return export_qat_for_conversion(model, workdir)
     out = workdir / "saved_model"
     specs = [tf.TensorSpec(s.shape, tf.float32) for s in model.inputs]
     signature = [specs] if len(specs) > 1 else specs

@@ -7,6 +7,7 @@ place only when all of it succeeded: a failed build never leaves a half-written 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -14,7 +15,7 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
@@ -22,11 +23,15 @@ from edgeq.calibration import Samples, load_samples, random_samples, split_for_v
 from edgeq.console import info, warn
 from edgeq.errors import CalibrationError, GateError, OutputExistsError, UserError
 from edgeq.loading import LoadedModel, load_model
-from edgeq.micro import MicroResult, check_micro
-from edgeq.quantize import MICRO_INCAPABLE, QuantSettings, convert
+from edgeq.micro import MicroResult, check_micro, runtime_available
+from edgeq.quantize import MICRO_INCAPABLE, QuantSettings, convert, refuse_uninitialized_variables
 from edgeq.report import BuildReport, render_markdown
 from edgeq.tflite_info import ModelInfo, parse
-from edgeq.validation import ReferenceRunner, ValidationResult, compare
+from edgeq.validation import ReferenceRunner, ValidationResult, compare, match_rate
+
+if TYPE_CHECKING:
+    from edgeq.layer_report import LayerReport
+    from edgeq.qat import QatConfig
 
 DEFAULT_SAMPLES = 500
 
@@ -41,6 +46,8 @@ class Options:
     settings: QuantSettings = QuantSettings()
     scale: str = "0..1"
     max_accuracy_drop: float | None = None
+    qat: "QatConfig | None" = None
+    layer_report: bool = False
 
 
 @dataclass
@@ -53,6 +60,8 @@ class _Run:
     eval_q: list[np.ndarray] | None  # quantized eval inputs (subgraph order)
     ref_raw: list[np.ndarray] | None
     warnings: list[str]
+    qat: dict[str, Any] | None = None
+    layers: "LayerReport | None" = None
 
 
 def _prepare_data(model: LoadedModel, opts: Options, warnings: list[str]) -> tuple[Samples | None, Samples | None]:
@@ -66,6 +75,9 @@ def _prepare_data(model: LoadedModel, opts: Options, warnings: list[str]) -> tup
         return None, eval_s
     if not opts.settings.needs_calibration and eval_s is not None:
         return None, eval_s
+    if opts.calibration is None and opts.qat is not None:
+        calibration = opts.qat.train_data  # QAT learned the ranges; the converter still wants samples
+        opts = dataclasses.replace(opts, calibration=calibration)
     if opts.calibration is None:
         if not opts.settings.needs_calibration:
             return None, None
@@ -97,11 +109,15 @@ def _run(model_path: str | Path, opts: Options, *, micro_strict: bool) -> _Run:
     settings = opts.settings.validate()
     warnings: list[str] = []
     model = load_model(model_path)
+    if opts.qat is not None and (settings.mode != "int8" or model.format not in ("keras", "tf_keras")):
+        raise UserError("--qat needs a Keras model (.keras/.h5) and --mode int8",
+                        hint="QAT fine-tunes the model's layers, then converts it full-integer")
     calib, eval_s = _prepare_data(model, opts, warnings)
     if model.format == "tflite":
         assert model.tflite_bytes is not None
         data = model.tflite_bytes
         info_ = parse(data)
+        refuse_uninitialized_variables(info_, model.path.name)
         if not info_.fully_integer:
             msg = f"{model.path.name} is not fully integer; float tensors: {', '.join(info_.float_tensors[:8])}"
             warn(msg)
@@ -110,26 +126,74 @@ def _run(model_path: str | Path, opts: Options, *, micro_strict: bool) -> _Run:
         info(f"converting {model.path.name} ({model.format}) to {settings.mode}, I/O {settings.io_type}…")
         data = convert(model, settings, calib)
         info_ = parse(data)
-    runner = ReferenceRunner(data, info_, [s.name for s in model.inputs], [s.name for s in model.outputs])
-    eval_q = ref_raw = None
-    validation = ValidationResult(0, None, None, None, None, None, None, None, "")
-    if eval_s is not None:
-        eval_q = runner.to_subgraph(list(eval_s.xs))
-        ref_raw = runner.run_raw(eval_q)
-        float_out = model.predict(list(eval_s.xs)) if model.has_float_reference else None
-        quant_out = runner.from_subgraph(ref_raw)
-        validation = compare(float_out, quant_out, eval_s.y, source=eval_s.source)
-    micro = check_micro(data, info_, samples=eval_q, strict=micro_strict)
+    float_out = model.predict(list(eval_s.xs)) if (eval_s is not None and model.has_float_reference) else None
+    validation, eval_q, ref_raw = _validate(model, data, info_, eval_s, float_out)
+    qat_summary = None
+    if opts.qat is not None:
+        data, info_, validation, eval_q, ref_raw, qat_summary = _qat(model, opts, calib, eval_s, float_out, validation)
+    micro = _micro(data, info_, settings, eval_q, micro_strict, warnings)
     if micro.outputs and ref_raw is not None:
-        validation = compare(
-            model.predict(list(eval_s.xs)) if (eval_s is not None and model.has_float_reference) else None,
-            runner.from_subgraph(ref_raw),
-            eval_s.y if eval_s is not None else None,
-            ref_raw=ref_raw,
-            tflm_raw=list(micro.outputs),
-            source=validation.source,
-        )
-    return _Run(model, data, info_, validation, micro, eval_q, ref_raw, warnings)
+        validation = dataclasses.replace(validation, tflm_match_rate=match_rate(ref_raw, list(micro.outputs)))
+    layers = None
+    if opts.layer_report:
+        if eval_s is None or calib is None:
+            raise UserError("--layer-report needs calibration and evaluation data")
+        from edgeq.layer_report import layer_report
+
+        layers = layer_report(model, calib, eval_s, settings)
+    return _Run(model, data, info_, validation, micro, eval_q, ref_raw, warnings, qat_summary, layers)
+
+
+def _validate(
+    model: LoadedModel, data: bytes, info_: ModelInfo, eval_s: Samples | None, float_out: list[np.ndarray] | None
+) -> tuple[ValidationResult, list[np.ndarray] | None, list[np.ndarray] | None]:
+    """Quantized vs float on the evaluation data (LiteRT reference kernels)."""
+    if eval_s is None:
+        return ValidationResult(0, None, None, None, None, None, None, None, ""), None, None
+    runner = ReferenceRunner(data, info_, [s.name for s in model.inputs], [s.name for s in model.outputs])
+    eval_q = runner.to_subgraph(list(eval_s.xs))
+    ref_raw = runner.run_raw(eval_q)
+    return compare(float_out, runner.from_subgraph(ref_raw), eval_s.y, source=eval_s.source), eval_q, ref_raw
+
+
+def _qat(
+    model: LoadedModel, opts: Options, calib: Samples | None, eval_s: Samples | None,
+    float_out: list[np.ndarray] | None, ptq: ValidationResult,
+) -> tuple[bytes, ModelInfo, ValidationResult, Any, Any, dict[str, Any]]:
+    """Fine-tune with QAT and convert again; the PTQ figures stay in the report for comparison."""
+    from edgeq.qat import qat_train
+
+    assert opts.qat is not None
+    names = [getattr(t, "name", "") for t in getattr(model.keras_model, "inputs", [])] if model.keras_model else []
+    train = load_samples(opts.qat.train_data, model.inputs, scale=opts.scale, role="training", input_names=names)
+    q = opts.qat
+    result = qat_train(model, train, epochs=q.epochs, batch_size=q.batch_size, learning_rate=q.learning_rate, loss=q.loss)
+    info("converting the QAT model to int8…")
+    data = convert(result.model, opts.settings, calib)
+    info_ = parse(data)
+    validation, eval_q, ref_raw = _validate(model, data, info_, eval_s, float_out)
+    summary = {
+        "train_data": str(q.train_data), "epochs": q.epochs, "batch_size": q.batch_size,
+        "learning_rate": q.learning_rate, **result.to_dict(),
+        "float_accuracy": validation.float_accuracy, "ptq_accuracy": ptq.quantized_accuracy,
+        "qat_accuracy": validation.quantized_accuracy, "ptq_agreement": ptq.agreement,
+        "qat_agreement": validation.agreement, "ptq_rmse": ptq.rmse, "qat_rmse": validation.rmse,
+    }
+    return data, info_, validation, eval_q, ref_raw, summary
+
+
+def _micro(
+    data: bytes, info_: ModelInfo, settings: QuantSettings, eval_q: Any, strict: bool, warnings: list[str]
+) -> MicroResult:
+    """TFLM check; float16/dynamic models are not run (TFLM rejects hybrid models), only reported."""
+    if settings.mode in MICRO_INCAPABLE:
+        if strict:  # a build: its firmware would be TFLM
+            raise UserError(f"--mode {settings.mode} models do not run on TensorFlow Lite Micro",
+                            hint="use --mode int8 or int16x8 for firmware; float16/dynamic suit `quantize` and `bench`")
+        msg = f"--mode {settings.mode} models do not run on TensorFlow Lite Micro (edge Linux only)"
+        warnings.append(msg)
+        return MicroResult(runtime_available(), False, (), info_.op_names)
+    return check_micro(data, info_, samples=eval_q, strict=strict)
 
 
 def _report(run: _Run, kind: str, tflite_path: str | None, **extra: Any) -> BuildReport:
@@ -154,6 +218,8 @@ def _report(run: _Run, kind: str, tflite_path: str | None, **extra: Any) -> Buil
         validation=run.validation.to_dict(),
         micro=run.micro.to_dict(),
         warnings=tuple(run.warnings),
+        qat=run.qat,
+        layer_report=run.layers,
         **{k: v for k, v in extra.items() if k != "mode"},
     )
 
@@ -170,14 +236,6 @@ def _gate(report: BuildReport, max_drop: float | None) -> None:
             f"quantized accuracy is {drop:.2f} points below float (allowed: {max_drop:g})",
             hint="add representative calibration data, try --mode int16x8, or quantization-aware training",
         )
-
-
-def check_out_dir(out: Path, *, force: bool) -> None:
-    """Refuse to replace a non-empty folder (or a file) without ``force``."""
-    if out.exists() and not out.is_dir():
-        raise OutputExistsError(f"{out} exists and is not a folder", hint="choose another --out")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise OutputExistsError(f"output folder {out} is not empty", hint="pass --force to replace it, or another --out")
 
 
 @contextmanager
@@ -212,12 +270,15 @@ def quantize(
     samples: int | None = None,
     scale: str = "0..1",
     max_accuracy_drop: float | None = None,
+    qat: "QatConfig | None" = None,
+    layer_report: bool = False,
 ) -> BuildReport:
     """Quantize, validate and TFLM-check ``model``; write only the .tflite (no firmware files)."""
     out = Path(output)
     if out.exists() and not force:
         raise OutputExistsError(f"{out} exists", hint="pass --force to overwrite it")
-    opts = Options(calibration, eval_data, samples, QuantSettings(mode, io, allow_float_fallback), scale, max_accuracy_drop)
+    opts = Options(calibration, eval_data, samples, QuantSettings(mode, io, allow_float_fallback), scale,
+                   max_accuracy_drop, qat, layer_report)
     run = _run(model, opts, micro_strict=mode not in MICRO_INCAPABLE)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
@@ -245,6 +306,8 @@ def build(
     scale: str = "0..1",
     max_accuracy_drop: float | None = None,
     firmware: dict[str, Any] | None = None,
+    qat: "QatConfig | None" = None,
+    layer_report: bool = False,
 ) -> BuildReport:
     """The whole pipeline; writes ``<name>.tflite``, ``report.json``, ``report.md`` (+ firmware) to ``out``.
 
@@ -252,30 +315,39 @@ def build(
     passed through to ``edgeq.firmware_step``.
     """
     from edgeq import firmware_step
+    from edgeq.codegen.names import c_identifier
 
     model_path = Path(model)
-    stem = name or model_path.stem or "model"
-    out_dir = Path(out) if out is not None else Path("build") / stem
+    cname = c_identifier(name or model_path.stem or "model")
+    out_dir = Path(out) if out is not None else Path("build") / cname
     fw_opts = dict(firmware or {})
+    dry_run = bool(fw_opts.get("dry_run"))
     tgt = firmware_step.resolve_target(target, fw_opts)
-    if mode in MICRO_INCAPABLE and tgt.is_microcontroller:
+    if mode in MICRO_INCAPABLE and tgt.is_cross:
         raise UserError(
             f"--mode {mode} models do not run on TensorFlow Lite Micro (\"Hybrid models are not supported\")",
             hint="use --mode int8 or int16x8 for microcontrollers; float16/dynamic suit `quantize` and `bench`",
         )
-    if not fw_opts.get("dry_run"):
+    if not dry_run:
         firmware_step.check_out(out_dir, force=force)
-    opts = Options(calibration, eval_data, samples, QuantSettings(mode, io, allow_float_fallback), scale, max_accuracy_drop)
+    opts = Options(calibration, eval_data, samples, QuantSettings(mode, io, allow_float_fallback), scale,
+                   max_accuracy_drop, qat, layer_report)
     run = _run(model_path, opts, micro_strict=True)
-    plan = firmware_step.plan(run, tgt, stem, fw_opts)  # budget check: may refuse before writing
-    if fw_opts.get("dry_run"):
-        report = _report(run, "build", None, mode=mode, target=tgt.to_dict(), firmware=plan.to_dict(), out_dir=str(out_dir))
-        return report
+    firmware_step.check_budget(run, tgt, fw_opts)  # refuses before anything is written
+    common = dict(name=cname, target=tgt, force=force, final=out_dir, opts=fw_opts)
+    if dry_run:
+        fw = firmware_step.write(out_dir, None, run, dry_run=True, **common)
+        return _report(run, "build", None, mode=mode, target=tgt.to_dict(), firmware=fw, out_dir=str(out_dir))
     with staged_dir(out_dir) as tmp:
-        (tmp / f"{plan.name}.tflite").write_bytes(run.data)
-        fw = firmware_step.write(tmp, out_dir, run, plan, force=force, opts={**fw_opts, "target": tgt})
+        if run.layers is not None:
+            from edgeq.layer_report import save_chart
+
+            if save_chart(run.layers, tmp / "layer_report.png"):  # only with matplotlib (edgeq[plots])
+                run.layers = dataclasses.replace(run.layers, chart=str(out_dir / "layer_report.png"))
+        fw = firmware_step.write(tmp, out_dir if out_dir.is_dir() else None, run, **common)
+        (tmp / f"{cname}.tflite").write_bytes(run.data)
         report = _report(
-            run, "build", str(out_dir / f"{plan.name}.tflite"), mode=mode,
+            run, "build", str(out_dir / f"{cname}.tflite"), mode=mode,
             target=tgt.to_dict(), firmware=fw, out_dir=str(out_dir),
         )
         (tmp / "report.json").write_text(json.dumps(report.to_dict(), indent=2, sort_keys=True) + "\n")

@@ -19,6 +19,7 @@ from edgeq.calibration import Samples
 from edgeq.console import err, quiet
 from edgeq.errors import ModelError, UnsupportedOpError, UserError
 from edgeq.loading import LoadedModel, export_for_conversion, tf_module
+from edgeq.tflite_info import ModelInfo, parse
 
 MODES = ("int8", "int16x8", "float16", "dynamic", "float32")
 IO_TYPES = ("uint8", "int8", "float32", "int16")
@@ -75,7 +76,7 @@ def convert(model: LoadedModel, settings: QuantSettings, calib: Samples | None) 
                 data = bytes(converter.convert())
         except Exception as exc:
             raise _conversion_error(exc, settings) from None
-    _refuse_variables(data, model)
+    refuse_uninitialized_variables(parse(data), f"the model converted from {model.path.name}")
     return data
 
 
@@ -136,12 +137,17 @@ def _conversion_error(exc: Exception, s: QuantSettings) -> Exception:
     return ModelError(f"TFLite conversion failed: {first[:400]}", hint="run with --debug for the converter's full log")
 
 
-def _refuse_variables(data: bytes, model: LoadedModel) -> None:
-    from edgeq.tflite_info import parse
+def refuse_uninitialized_variables(info: ModelInfo, source: str) -> None:
+    """Refuse a model that reads weights from variables nothing initializes.
 
-    names = set(parse(data).op_names)
-    if names & {"VAR_HANDLE", "READ_VARIABLE"}:
+    That is what TF's converter makes of a Keras 3 model saved with ``tf.saved_model.save``
+    when converted directly: VAR_HANDLE/READ_VARIABLE ops, no weights, ~10 % accuracy.
+    Stateful models that really own variables initialize them in a CALL_ONCE subgraph.
+    """
+    names = set(info.op_names)
+    if names & {"VAR_HANDLE", "READ_VARIABLE"} and "CALL_ONCE" not in names:
         raise ModelError(
-            f"the converted model reads its weights from variables ({model.path.name} was saved without them)",
-            hint="export Keras 3 models with model.export(dir) or model.save('model.keras'), not tf.saved_model.save",
+            f"{source} reads its weights from variables that nothing initializes: the weights are missing "
+            "(this is what converting a Keras 3 model saved with tf.saved_model.save directly produces)",
+            hint="export Keras 3 models with model.export(dir) or model.save('model.keras'), and give edgeq that",
         )

@@ -24,6 +24,8 @@ class BuildReport:
     firmware: dict[str, Any] | None = None
     out_dir: str | None = None
     warnings: tuple[str, ...] = field(default=())
+    qat: dict[str, Any] | None = None
+    layer_report: Any = None  # edgeq.layer_report.LayerReport
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -39,6 +41,8 @@ class BuildReport:
             "firmware": self.firmware,
             "out_dir": self.out_dir,
             "warnings": list(self.warnings),
+            "qat": self.qat,
+            "layer_report": None if self.layer_report is None else self.layer_report.to_dict(),
         }
 
 
@@ -62,6 +66,14 @@ def rows(report: BuildReport) -> list[tuple[str, str]]:
         ("validation samples", f"{v['samples']} ({v.get('source') or 'n/a'})"),
         ("accuracy float → quantized", f"{_pct(v['float_accuracy'])} → {_pct(v['quantized_accuracy'])}"),
         ("top-1 agreement", _pct(v["agreement"])),
+    ]
+    if report.qat:
+        qa = report.qat
+        out.append(("accuracy float / PTQ / QAT",
+                    f"{_pct(qa['float_accuracy'])} / {_pct(qa['ptq_accuracy'])} / {_pct(qa['qat_accuracy'])}"))
+        out.append(("QAT training", f"{qa['epochs']} epochs on {qa['train_samples']} samples, loss {qa['loss']} "
+                    f"({qa['loss_source']}), final {_num(qa['epoch_losses'][-1] if qa['epoch_losses'] else None)}"))
+    out += [
         ("RMSE / max abs error", f"{_num(v['rmse'])} / {_num(v['max_abs_error'])}"),
         ("cosine similarity", _num(v["cosine"], "{:.6f}")),
         ("TFLM output = LiteRT ref", _pct(v["tflm_match_rate"])),
@@ -69,12 +81,21 @@ def rows(report: BuildReport) -> list[tuple[str, str]]:
         ("TFLM supported", {True: "yes", False: "NO: " + ", ".join(m["unsupported_ops"]), None: "not checked"}[m["supported"]]),
         ("TFLM arena (this host)", "–" if m["arena_bytes"] is None else f"{m['arena_bytes']:,} bytes"),
     ]
-    if report.firmware:
-        fw = report.firmware
-        for key, label in (("target_arena_bytes", "arena for target"), ("flash", "flash used / budget"), ("ram", "RAM used / budget")):
-            if key in fw and fw[key] is not None:
-                val = fw[key]
-                out.append((label, f"{val['used']:,} / {val['limit']:,} bytes" if isinstance(val, dict) else f"{val:,} bytes"))
+    fw = report.firmware or {}
+    budget = fw.get("budget") or {}
+    if fw.get("arena_bytes") is not None:
+        rule = (budget.get("arena") or {}).get("rule", "")
+        out.append((f"arena for {fw.get('target')}", f"{fw['arena_bytes']:,} bytes" + (f" ({rule})" if rule else "")))
+    for key, label in (("flash", "flash used / budget"), ("ram", "RAM used / budget")):
+        part = budget.get(key)
+        if part and part.get("limit") is not None:
+            flag = "  OVER BUDGET" if part.get("over") else ""
+            out.append((label, f"{part['used']:,} / {part['limit']:,} bytes{flag}"))
+    files = (fw.get("write") or {}).get("files") or []
+    if files:
+        dry = (fw.get("write") or {}).get("dry_run")
+        listing = ", ".join(f"{f['path']} ({f['action']})" for f in files) if dry else f"{len(files)} files"
+        out.append(("would write" if dry else "firmware sources", listing))
     if report.out_dir:
         out.append(("output", report.out_dir))
     return out
@@ -93,6 +114,8 @@ def render_table(report: BuildReport) -> None:
     out.print(table)
     for w in report.warnings:
         out.print(f"[yellow]warning:[/] {w}")
+    if report.layer_report is not None:
+        report.layer_report.render_table()
 
 
 def render_markdown(report: BuildReport) -> str:
@@ -101,4 +124,6 @@ def render_markdown(report: BuildReport) -> str:
     lines += ["| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in escaped]
     if report.warnings:
         lines += ["", "## Warnings", ""] + [f"- {w}" for w in report.warnings]
+    if report.layer_report is not None:
+        lines += ["", report.layer_report.to_markdown().rstrip("\n")]
     return "\n".join(lines) + "\n"

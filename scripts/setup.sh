@@ -31,8 +31,8 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip >&2
-echo ">> pip install -e .[test]" >&2
-.venv/bin/python -m pip install -q -e ".[test]" >&2
+echo ">> pip install -e .[test,plots]" >&2
+.venv/bin/python -m pip install -q -e ".[test,plots]" >&2
 
 if [ "$run_example" = 1 ]; then
   echo ">> edgeq build --example --out build/example --force" >&2

@@ -73,6 +73,10 @@ def build_all(root: Path) -> dict[str, Path]:
     # Weightless: tf.saved_model.save of a Keras 3 model drops the variables.
     tf.saved_model.save(k3, str(root / "weightless"))
     paths["weightless"] = root / "weightless"
+    # Converted directly, that folder gives VAR_HANDLE/READ_VARIABLE ops and no weights.
+    direct = tf.lite.TFLiteConverter.from_saved_model(str(root / "weightless")).convert()
+    (root / "weightless_direct.tflite").write_bytes(direct)
+    paths["weightless_tflite"] = root / "weightless_direct.tflite"
 
     paths["reduce_prod"] = _reduce_prod_model(root, tf)
     paths["multi_io"] = _multi_io_model(root)
