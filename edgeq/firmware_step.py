@@ -54,7 +54,7 @@ def check_budget(run: Any, target: Any, opts: dict[str, Any]) -> Any:
         tflite=run.data,
         info=run.info,
         target=target,
-        host_arena_bytes=run.micro.arena_bytes if run.micro.arena_bytes is not None else _measure(run),
+        host_arena_bytes=_host_arena(run),
         flash=opts.get("flash"),
         ram=opts.get("ram"),
         allow_over_budget=bool(opts.get("allow_over_budget")),
@@ -66,10 +66,13 @@ def check_budget(run: Any, target: Any, opts: dict[str, Any]) -> Any:
     return doc
 
 
-def _measure(run: Any) -> int:
+def _host_arena(run: Any) -> int:
+    """The arena rule's input: TFLM's reported total (see ``edgeq.codegen.arena``)."""
+    if run.micro.arena_reported_bytes is not None:
+        return int(run.micro.arena_reported_bytes)
     from edgeq.codegen.arena import measure_host_arena
 
-    return measure_host_arena(run.data)
+    return measure_host_arena(run.data, info=run.info)
 
 
 def write(dest: Path, previous: Path | None, run: Any, *, name: str, target: Any, force: bool,
@@ -98,7 +101,7 @@ def write(dest: Path, previous: Path | None, run: Any, *, name: str, target: Any
         info=run.info,
         name=name,
         target=target,
-        host_arena_bytes=run.micro.arena_bytes,
+        host_arena_bytes=_host_arena(run),
         sample_input=sample_in,
         reference_output=sample_out,
         source_name=run.model.path.name,

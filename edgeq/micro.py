@@ -100,17 +100,19 @@ def check_micro(
         warn("the tflite-micro runtime is not installed here (it exists for x86-64 Linux only): "
              "ops were checked against TFLM's op table, the arena was not measured")
         return MicroResult(False, None, (), ops)
-    if samples is None:
-        samples = [np.zeros(t.shape, t.numpy_dtype) for t in info.inputs]
-    return _run_worker(data, info, samples, ops, timeout)
+    return MicroRun(data, info, samples).result(timeout)
 
 
-def _run_worker(
-    data: bytes, info: ModelInfo, samples: Sequence[np.ndarray], ops: tuple[str, ...], timeout: float
-) -> MicroResult:
-    with tempfile.TemporaryDirectory(prefix="edgeq-micro-") as tmp:
-        t = Path(tmp)
+class MicroRun:
+    """A TFLM worker running in the background, so callers can overlap other work with it."""
+
+    def __init__(self, data: bytes, info: ModelInfo, samples: Sequence[np.ndarray] | None) -> None:
+        self.info = info
+        self._tmp = tempfile.TemporaryDirectory(prefix="edgeq-micro-")
+        t = Path(self._tmp.name)
         (t / "model.tflite").write_bytes(data)
+        if samples is None:
+            samples = [np.zeros(x.shape, x.numpy_dtype) for x in info.inputs]
         np.savez(t / "inputs.npz", **{f"x{i}": np.ascontiguousarray(x) for i, x in enumerate(samples)})
         request = {
             "model": str(t / "model.tflite"),
@@ -119,35 +121,49 @@ def _run_worker(
             "n_outputs": len(info.outputs),
             "max_arena": max(64 << 20, 8 * info.size_bytes),
         }
+        self._proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("_micro_worker.py"))],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        assert self._proc.stdin is not None
+        self._proc.stdin.write(json.dumps(request))  # small: never fills the pipe
+        self._proc.stdin.close()
+        self._proc.stdin = None  # communicate() must not flush the closed pipe
+
+    def cancel(self) -> None:
+        self._proc.kill()
+        self._proc.communicate()
+        self._tmp.cleanup()
+
+    def result(self, timeout: float = 600.0) -> MicroResult:
+        """Wait for the worker; raise the same errors as ``check_micro``."""
+        ops = self.info.op_names
         try:
-            proc = subprocess.run(
-                [sys.executable, str(Path(__file__).with_name("_micro_worker.py"))],
-                input=json.dumps(request),
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-            )
+            stdout, stderr = self._proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
+            self.cancel()
             raise ModelError(f"the TFLM check did not finish within {timeout:.0f} s") from None
-        if proc.returncode != 0:
-            raise ModelError(
-                f"TensorFlow Lite Micro crashed running the model (exit {proc.returncode}): "
-                + _tail(proc.stderr),
-                hint="the model uses an op configuration TFLM rejects; run with --debug for details",
-            )
-        reply = json.loads(proc.stdout)
-        if not reply["ok"]:
-            if reply.get("missing_ops"):
-                missing = tuple(reply["missing_ops"])
-                raise UnsupportedOpError(
-                    f"TensorFlow Lite Micro has no kernel for {', '.join(missing)} (model ops: {', '.join(ops)})",
-                    hint="replace those layers and convert again",
-                    ops=missing,
+        try:
+            if self._proc.returncode != 0:
+                raise ModelError(
+                    f"TensorFlow Lite Micro crashed running the model (exit {self._proc.returncode}): " + _tail(stderr),
+                    hint="the model uses an op configuration TFLM rejects; run with --debug for details",
                 )
-            raise ModelError(f"TensorFlow Lite Micro cannot run the model: {_tail(reply.get('log', ''))}")
-        with np.load(t / "outputs.npz") as z:
-            outputs = tuple(z[f"y{j}"] for j in range(len(info.outputs)))
-    return MicroResult(True, True, (), ops, int(reply["bisected_bytes"]), reply["reported_bytes"], outputs)
+            reply = json.loads(stdout)
+            if not reply["ok"]:
+                if reply.get("missing_ops"):
+                    missing = tuple(reply["missing_ops"])
+                    raise UnsupportedOpError(
+                        f"TensorFlow Lite Micro has no kernel for {', '.join(missing)} (model ops: {', '.join(ops)})",
+                        hint="replace those layers and convert again",
+                        ops=missing,
+                    )
+                raise ModelError(f"TensorFlow Lite Micro cannot run the model: {_tail(reply.get('log', ''))}")
+            with np.load(Path(self._tmp.name) / "outputs.npz") as z:
+                outputs = tuple(z[f"y{j}"] for j in range(len(self.info.outputs)))
+        finally:
+            self._tmp.cleanup()
+        return MicroResult(True, True, (), ops, int(reply["bisected_bytes"]), reply["reported_bytes"], outputs)
 
 
 def _tail(text: str, lines: int = 6) -> str:

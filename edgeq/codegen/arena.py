@@ -21,32 +21,16 @@ between the TFLM version that measured the host figure and the one the firmware 
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
-import sys
-import tempfile
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from edgeq.errors import ModelError, ToolMissingError
+from edgeq.errors import ToolMissingError
 from edgeq.codegen.cmsis_memory import cmsis_nn_extra
 from edgeq.targets import Target
+from edgeq.tflite_info import ModelInfo
 
-_ARENA_RE = re.compile(r"Arena allocation total (\d+) bytes")
-# Measured in a child process: TFLM aborts the process on a failed kernel check or a
-# too-small arena, and prints its allocation report on the C-level stderr.
-_MEASURE_SCRIPT = r"""
-import os, sys
-from tflite_micro import runtime
-with open(sys.argv[1], "rb") as f:
-    data = f.read()
-interp = runtime.Interpreter.from_bytes(data, arena_size=int(sys.argv[2]))
-sys.stdout.flush()
-os.dup2(1, 2)
-interp.print_allocations()
-"""
-_MAX_HOST_ARENA = 256 * 1024 * 1024
-
+if TYPE_CHECKING:
+    from edgeq.micro import MicroRun
 
 @dataclass(frozen=True)
 class ArenaFigure:
@@ -77,74 +61,42 @@ def target_arena(host_bytes: int, *, tflite: bytes | None, target: Target) -> Ar
     return ArenaFigure(target_bytes=aligned, host_bytes=host_bytes, cmsis_nn_bytes=extra, rule=text)
 
 
-def measure_host_arena(tflite: bytes, *, arena_size: int = 64 * 1024 * 1024, timeout: float = 300.0) -> int:
-    """Run TFLM's Python runtime in a child process and return ``arena_used_bytes``.
+def measure_host_arena(tflite: bytes, *, info: ModelInfo | None = None, timeout: float = 300.0) -> int:
+    """TFLM's "Arena allocation total" on this host: the input of the arena rule.
 
-    Used by ``edgeq emit`` when no arena is passed in (``edgeq build`` passes the one its
-    micro check measured). ``ToolMissingError`` if tflite-micro is not installed.
+    Measured by ``edgeq.micro``'s worker (a child process whose probes survive TFLM
+    segfaults), the same run ``edgeq build`` makes, so ``emit`` and ``build`` write the
+    same ``k<Name>TensorArenaSize``. The rule was calibrated against QEMU runs with this
+    figure as input; the host's *minimal* arena (``micro.arena_bytes``) is larger by the
+    temporary allocations of kernel preparation, which the rule's margin covers on the
+    target. ``ToolMissingError`` if tflite-micro is not installed.
     """
-    proc = start_host_arena_measurement(tflite, arena_size=arena_size)
-    return finish_host_arena_measurement(proc, timeout=timeout)
+    return finish_host_arena_measurement(start_host_arena_measurement(tflite, info=info), timeout=timeout)
 
 
-def start_host_arena_measurement(tflite: bytes, *, arena_size: int = 64 * 1024 * 1024) -> subprocess.Popen[bytes]:
-    """Start the measurement without waiting, so the caller can format C meanwhile.
+def start_host_arena_measurement(tflite: bytes, *, info: ModelInfo | None = None) -> "MicroRun":
+    """Start the measurement without waiting, so the caller can format C meanwhile."""
+    from edgeq.micro import MicroRun, runtime_available
+    from edgeq.tflite_info import parse
 
-    The model goes through a temporary file, not a pipe: a pipe write would block until
-    the child has imported TFLM, serialising exactly what this function parallelises.
-    """
-    fd, path = tempfile.mkstemp(prefix="edgeq-arena-", suffix=".tflite")
-    with os.fdopen(fd, "wb") as f:
-        f.write(tflite)
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    try:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", _MEASURE_SCRIPT, path, str(min(arena_size, _MAX_HOST_ARENA))],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-        )
-    except OSError:
-        os.unlink(path)
-        raise
-    proc.edgeq_model_path = path  # type: ignore[attr-defined]  # removed by finish_...()
-    return proc
-
-
-def cancel_host_arena_measurement(proc: subprocess.Popen[bytes]) -> None:
-    """Stop a measurement whose result is no longer wanted and remove its temp file."""
-    proc.kill()
-    proc.communicate()
-    path = getattr(proc, "edgeq_model_path", None)
-    if path and os.path.exists(path):
-        os.unlink(path)
-
-
-def finish_host_arena_measurement(proc: subprocess.Popen[bytes], *, timeout: float = 300.0) -> int:
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-        raise ModelError(f"measuring the TFLM arena timed out after {timeout:.0f} s") from None
-    finally:
-        path = getattr(proc, "edgeq_model_path", None)
-        if path and os.path.exists(path):
-            os.unlink(path)
-    text = out.decode("utf-8", "replace")
-    found = _ARENA_RE.findall(text)
-    if proc.returncode == 0 and found:
-        return int(found[-1])
-    detail = (err.decode("utf-8", "replace") + text).strip().splitlines()
-    if any("No module named 'tflite_micro'" in line for line in detail):
+    if not runtime_available():
         raise ToolMissingError(
             "measuring the tensor arena needs the tflite-micro Python package",
             hint="pip install tflite-micro (x86-64 Linux only), or pass the host arena with --arena-bytes "
             "(e.g. from `edgeq inspect` on an x86-64 Linux machine)",
         )
-    tail = " | ".join(detail[-3:]) or f"exit status {proc.returncode}"
-    raise ModelError(
-        f"TFLite Micro could not allocate this model on the host ({tail})",
-        hint="run `edgeq inspect MODEL --micro` for details; unsupported ops or a failed kernel check abort TFLM",
-    )
+    return MicroRun(tflite, info if info is not None else parse(tflite), None)
+
+
+def cancel_host_arena_measurement(run: "MicroRun") -> None:
+    """Stop a measurement whose result is no longer wanted."""
+    run.cancel()
+
+
+def finish_host_arena_measurement(run: "MicroRun", *, timeout: float = 300.0) -> int:
+    result = run.result(timeout)
+    assert result.arena_reported_bytes is not None
+    return int(result.arena_reported_bytes)
 
 
 __all__ = ["ArenaFigure", "target_arena", "measure_host_arena", "start_host_arena_measurement", "finish_host_arena_measurement", "cancel_host_arena_measurement"]

@@ -153,7 +153,7 @@ def write_firmware(
     if (sample_input is None) != (reference_output is None):
         raise ValueError("sample_input and reference_output go together")
     options = SourceOptions.create(name=name, lang=lang, labels=labels)
-    host = host_arena_bytes if host_arena_bytes is not None else measure_host_arena(tflite)
+    host = host_arena_bytes if host_arena_bytes is not None else measure_host_arena(tflite, info=info)
     budget = check_budget(tflite=tflite, info=info, target=target, host_arena_bytes=host, flash=flash, ram=ram,
                           allow_over_budget=allow_over_budget)
     files = project_files(tflite=tflite, info=info, options=options, target=target, board=board_obj, budget=budget,
