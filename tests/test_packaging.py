@@ -22,10 +22,13 @@ from tests.conftest import ROOT
 def fresh_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("pkg")
     wheels = tmp / "wheels"
-    subprocess.run(
+    # --no-build-isolation: the build backend (hatchling, in the test extras) is already
+    # installed, so the test needs no download.
+    built = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), str(ROOT)],
-        check=True, capture_output=True,
+        capture_output=True, text=True,
     )
+    assert built.returncode == 0, built.stderr
     wheel = next(wheels.glob("edgeq-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert any(n.startswith("edgeq/_data/templates/") for n in names), "templates/ missing from the wheel"
