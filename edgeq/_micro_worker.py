@@ -118,6 +118,8 @@ def measure(req: dict[str, Any]) -> dict[str, Any]:
     m = re.search(r"Arena allocation total (\d+) bytes", log)
     reported = int(m.group(1)) if m else None
 
+    if not req.get("bisect", True):  # only the allocation report was asked for (edgeq emit)
+        return {"ok": True, "reported_bytes": reported, "bisected_bytes": None, "samples": 0}
     minimal = _minimal_arena(runtime, model, first, reported, big)
 
     outputs: list[list[np.ndarray]] = []

@@ -106,8 +106,12 @@ def check_micro(
 class MicroRun:
     """A TFLM worker running in the background, so callers can overlap other work with it."""
 
-    def __init__(self, data: bytes, info: ModelInfo, samples: Sequence[np.ndarray] | None) -> None:
+    def __init__(
+        self, data: bytes, info: ModelInfo, samples: Sequence[np.ndarray] | None, *, bisect: bool = True
+    ) -> None:
+        """``bisect=False`` stops after the allocation report: no minimal arena, no outputs."""
         self.info = info
+        self._bisect = bisect
         self._tmp = tempfile.TemporaryDirectory(prefix="edgeq-micro-")
         t = Path(self._tmp.name)
         (t / "model.tflite").write_bytes(data)
@@ -120,6 +124,7 @@ class MicroRun:
             "outputs": str(t / "outputs.npz"),
             "n_outputs": len(info.outputs),
             "max_arena": max(64 << 20, 8 * info.size_bytes),
+            "bisect": bisect,
         }
         self._proc = subprocess.Popen(
             [sys.executable, str(Path(__file__).with_name("_micro_worker.py"))],
@@ -159,11 +164,14 @@ class MicroRun:
                         ops=missing,
                     )
                 raise ModelError(f"TensorFlow Lite Micro cannot run the model: {_tail(reply.get('log', ''))}")
-            with np.load(Path(self._tmp.name) / "outputs.npz") as z:
-                outputs = tuple(z[f"y{j}"] for j in range(len(self.info.outputs)))
+            outputs: tuple[np.ndarray, ...] = ()
+            if self._bisect:
+                with np.load(Path(self._tmp.name) / "outputs.npz") as z:
+                    outputs = tuple(z[f"y{j}"] for j in range(len(self.info.outputs)))
         finally:
             self._tmp.cleanup()
-        return MicroResult(True, True, (), ops, int(reply["bisected_bytes"]), reply["reported_bytes"], outputs)
+        minimal = reply["bisected_bytes"]
+        return MicroResult(True, True, (), ops, None if minimal is None else int(minimal), reply["reported_bytes"], outputs)
 
 
 def _tail(text: str, lines: int = 6) -> str:

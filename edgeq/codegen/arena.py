@@ -85,7 +85,7 @@ def start_host_arena_measurement(tflite: bytes, *, info: ModelInfo | None = None
             hint="pip install tflite-micro (x86-64 Linux only), or pass the host arena with --arena-bytes "
             "(e.g. from `edgeq inspect` on an x86-64 Linux machine)",
         )
-    return MicroRun(tflite, info if info is not None else parse(tflite), None)
+    return MicroRun(tflite, info if info is not None else parse(tflite), None, bisect=False)
 
 
 def cancel_host_arena_measurement(run: "MicroRun") -> None:
