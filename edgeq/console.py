@@ -25,8 +25,18 @@ def _saved_stderr() -> TextIO:
         return sys.stderr
 
 
-err = Console(file=_saved_stderr(), highlight=False, soft_wrap=True)
-out = Console(highlight=False, soft_wrap=True)
+def _width(stream: TextIO) -> int | None:
+    """Terminals report their width; pipes and CI logs get a wide one, not rich's 80,
+    which truncated table cells to "…" there."""
+    try:
+        return None if stream.isatty() else 160
+    except (AttributeError, ValueError):
+        return 160
+
+
+_err_stream = _saved_stderr()
+err = Console(file=_err_stream, highlight=False, soft_wrap=True, width=_width(_err_stream))
+out = Console(highlight=False, soft_wrap=True, width=_width(sys.stdout))
 
 #: Tail of what TensorFlow printed during the last ``quiet()`` block, for --debug and errors.
 last_captured: list[str] = []

@@ -345,6 +345,11 @@ def build(
             if save_chart(run.layers, tmp / "layer_report.png"):  # only with matplotlib (edgeq[plots])
                 run.layers = dataclasses.replace(run.layers, chart=str(out_dir / "layer_report.png"))
         fw = firmware_step.write(tmp, out_dir if out_dir.is_dir() else None, run, **common)
+        for f in fw.get("write", {}).get("files", []):
+            if f["action"] == "kept":
+                msg = f"kept your edited {f['path']} (pass --force to regenerate it)"
+                warn(msg)
+                run.warnings.append(msg)
         (tmp / f"{cname}.tflite").write_bytes(run.data)
         report = _report(
             run, "build", str(out_dir / f"{cname}.tflite"), mode=mode,

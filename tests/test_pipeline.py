@@ -146,3 +146,36 @@ def test_existing_tflite_is_not_requantized(example_tflite: Path, tmp_path: Path
     doc = r.json
     assert doc["model"]["format"] == "tflite" and doc["validation"]["float_accuracy"] is None
     assert doc["validation"]["quantized_accuracy"] > 0.9 and doc["validation"]["tflm_match_rate"] == 1.0
+
+
+def test_rebuild_keeps_user_edits_and_files(tmp_path: Path) -> None:
+    """Re-running build into its own output refreshes it atomically, keeps what the user
+    edited or added (with a warning), and --force regenerates everything."""
+    out = tmp_path / "fw"
+    r = run_edgeq("build", "--example", "--out", out)
+    assert r.code == 0, r.stderr
+    main_cc = out / "src" / "main.cc"
+    generated = main_cc.read_text()
+    main_cc.write_text(generated + "// my change\n")
+    (out / "NOTES.txt").write_text("mine")
+    r = run_edgeq("build", "--example", "--out", out, "--samples", "150")
+    assert r.code == 0, r.stderr
+    assert "kept your edited src/main.cc" in r.stderr
+    assert main_cc.read_text().endswith("// my change\n") and (out / "NOTES.txt").read_text() == "mine"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left
+    r = run_edgeq("build", "--example", "--out", out, "--force")
+    assert r.code == 0, r.stderr
+    assert main_cc.read_text() == generated and not (out / "NOTES.txt").exists()
+
+
+def test_two_builds_are_byte_identical(tmp_path: Path) -> None:
+    for d in ("a", "b"):
+        r = run_edgeq("build", "--example", "--out", tmp_path / d, "--board", "qemu-mps2-an386")
+        assert r.code == 0, r.stderr
+    files_a = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    files_b = sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*") if p.is_file())
+    assert files_a == files_b
+    for rel in files_a:
+        if rel.name in ("report.json", "report.md"):
+            continue  # they name the output folder, which differs here by design
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
