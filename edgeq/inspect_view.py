@@ -42,7 +42,10 @@ def render_inspect(doc: dict[str, Any]) -> None:
     m = doc.get("micro")
     if m:
         if m["supported"] is False:
-            out.print(f"TFLite Micro: [red]unsupported ops[/] {', '.join(m['unsupported_ops'])}")
+            why = ", ".join(m["unsupported_ops"]) or m.get("error") or ""
+            label = "unsupported ops:" if m["unsupported_ops"] else "no —"
+            out.print(f"TFLite Micro: [red]{label}[/] ", end="")
+            out.print(why, markup=False)
         elif m["supported"] is None:
             out.print("TFLite Micro: ops known, runtime not installed here (arena not measured)")
         else:

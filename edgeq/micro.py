@@ -42,6 +42,7 @@ class MicroResult:
     arena_bytes: int | None = None  # minimal arena found by bisection (16-byte steps)
     arena_reported_bytes: int | None = None  # TFLM's "Arena allocation total"
     outputs: tuple[np.ndarray, ...] = field(default=(), repr=False)  # per output, stacked over samples
+    error: str | None = None  # why TFLM refused the model, when it did (non-strict checks)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -51,6 +52,7 @@ class MicroResult:
             "ops": list(self.ops),
             "arena_bytes": self.arena_bytes,
             "arena_reported_bytes": self.arena_reported_bytes,
+            "error": self.error,
         }
 
 
@@ -100,7 +102,12 @@ def check_micro(
         warn("the tflite-micro runtime is not installed here (it exists for x86-64 Linux only): "
              "ops were checked against TFLM's op table, the arena was not measured")
         return MicroResult(False, None, (), ops)
-    return MicroRun(data, info, samples).result(timeout)
+    try:
+        return MicroRun(data, info, samples).result(timeout)
+    except (ModelError, UnsupportedOpError) as exc:
+        if strict:
+            raise
+        return MicroResult(True, False, getattr(exc, "ops", ()), ops, error=exc.message)
 
 
 class MicroRun:

@@ -191,6 +191,7 @@ def _micro(
             raise UserError(f"--mode {settings.mode} models do not run on TensorFlow Lite Micro",
                             hint="use --mode int8 or int16x8 for firmware; float16/dynamic suit `quantize` and `bench`")
         msg = f"--mode {settings.mode} models do not run on TensorFlow Lite Micro (edge Linux only)"
+        warn(msg)
         warnings.append(msg)
         return MicroResult(runtime_available(), False, (), info_.op_names)
     return check_micro(data, info_, samples=eval_q, strict=strict)

@@ -54,6 +54,15 @@ def _num(v: Any, fmt: str = "{:.6g}") -> str:
     return "–" if v is None else fmt.format(v)
 
 
+def _micro_verdict(m: dict[str, Any]) -> str:
+    if m["supported"] is None:
+        return "not checked (tflite-micro runtime not installed)"
+    if m["supported"]:
+        return "yes"
+    why = ", ".join(m["unsupported_ops"]) or m.get("error") or "this quantization mode (see warnings)"
+    return f"NO: {why}"
+
+
 def rows(report: BuildReport) -> list[tuple[str, str]]:
     """(label, value) rows shared by the terminal table and the Markdown report."""
     q, v, m = report.quantization, report.validation, report.micro
@@ -78,7 +87,7 @@ def rows(report: BuildReport) -> list[tuple[str, str]]:
         ("cosine similarity", _num(v["cosine"], "{:.6f}")),
         ("TFLM output = LiteRT ref", _pct(v["tflm_match_rate"])),
         ("TFLM ops", ", ".join(m["ops"])),
-        ("TFLM supported", {True: "yes", False: "NO: " + ", ".join(m["unsupported_ops"]), None: "not checked"}[m["supported"]]),
+        ("TFLM supported", _micro_verdict(m)),
         ("TFLM arena (this host)", "–" if m["arena_bytes"] is None else f"{m['arena_bytes']:,} bytes"),
     ]
     fw = report.firmware or {}

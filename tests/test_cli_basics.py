@@ -64,3 +64,20 @@ def test_tflm_runtime_present_in_ci() -> None:
     from tests.conftest import require_module
 
     require_module("tflite_micro")
+
+
+def test_inspect_reports_a_model_tflm_refuses(tmp_path: Path) -> None:
+    """inspect is a report: a model TFLM cannot run (float16) is described, not an error."""
+    from edgeq.example import example_files
+
+    model, _, ev = example_files()
+    f16 = tmp_path / "f16.tflite"
+    r = run_edgeq("quantize", model, "--mode", "float16", "-o", f16, "-e", ev)
+    assert r.code == 0, r.stderr
+    assert "do not run on TensorFlow Lite Micro" in r.stderr
+    r = run_edgeq("inspect", f16, "--json")
+    assert r.code == 0, r.stderr
+    micro = r.json["micro"]
+    assert micro["supported"] is False and "DEQUANTIZE" in micro["error"]
+    r = run_edgeq("inspect", f16)
+    assert r.code == 0 and "TFLite Micro: no" in r.stdout
