@@ -16,17 +16,17 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-IN_CI = os.environ.get("CI", "").lower() == "true"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-def require_tool(name: str) -> str:
+def require_tool(name: str, hint: str = "") -> str:
     """Path of an executable; fail under CI=true, skip elsewhere, when it is missing."""
     path = shutil.which(name) or (name if os.path.isabs(name) and os.access(name, os.X_OK) else None)
     if path:
         return path
-    message = f"required tool not installed: {name}"
+    message = f"required tool not installed: {name}" + (f" ({hint})" if hint else "")
     if IN_CI:
-        pytest.fail(message + " (CI must install it: see .ci/run)")
+        pytest.fail(message + " (CI must install it: see .ci/run)", pytrace=False)
     pytest.skip(message)
 
 

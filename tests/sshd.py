@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import getpass
 import os
-import shutil
 import socket
 import subprocess
 import time
@@ -26,24 +25,14 @@ from typing import Iterator, Optional
 
 import pytest
 
+from tests.conftest import require_tool as _require_tool
+
 SSHD = "/usr/sbin/sshd"
 
 
-def in_ci() -> bool:
-    """Under CI a missing tool is a broken environment, not a reason to skip."""
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
 def require_tool(path_or_name: str) -> str:
-    """The tool's path, or skip the test (fail it under ``CI=true``)."""
-    found = path_or_name if os.path.isabs(path_or_name) and os.access(path_or_name, os.X_OK) else (
-        shutil.which(path_or_name))
-    if not found:
-        message = f"{path_or_name} is not installed (apt-get install openssh-server openssh-client)"
-        if in_ci():
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    return found
+    """The tool's path, or skip the test (fail it under ``CI=true``): the project's one policy."""
+    return _require_tool(path_or_name, "apt-get install openssh-server openssh-client")
 
 
 def keygen(path: Path, comment: str = "edgeq-test") -> Path:

@@ -18,6 +18,7 @@ from edgeq.errors import OutputExistsError, UnsupportedOpError, UserError
 from edgeq.tflite_info import OpInfo, read_tflite
 from tests.codegen_golden import compare, tree
 from tests.codegen_models import mobilenet_025, tiny_cnn
+from tests.conftest import require_module
 from tests.test_codegen_c_array import CHECK_PROGRAM
 from tests.tools import M4F_FLAGS, require_tool, run, tflm_dir
 
@@ -194,7 +195,7 @@ def test_invalid_options(tiny: Path, tmp_path: Path) -> None:
 
 
 def test_emit_measures_the_host_arena(tiny: Path, tmp_path: Path) -> None:
-    pytest.importorskip("tflite_micro") if not __import__("tests.conftest").conftest.IN_CI else None
+    require_module("tflite_micro")
     result = emit(tiny, out=tmp_path)
     assert result.arena.host_bytes and result.arena.host_bytes > 0
     assert result.arena.target_bytes >= result.arena.host_bytes
