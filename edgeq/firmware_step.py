@@ -21,9 +21,13 @@ OWN_OUTPUTS = ("report.json", "report.md")
 
 
 def resolve_target(name: str, opts: dict[str, Any]) -> Any:
-    from edgeq.targets import load_target
+    """The target, with ``--board`` checked against it now: before minutes of conversion."""
+    from edgeq.targets import load_board, load_target
 
-    return load_target(name, targets_dir=opts.get("targets_dir"))
+    target = load_target(name, targets_dir=opts.get("targets_dir"))
+    if opts.get("board") is not None:
+        load_board(opts["board"], target=target)  # unknown, or not listed for this target
+    return target
 
 
 def check_out(out: Path, *, force: bool) -> None:

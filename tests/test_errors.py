@@ -92,3 +92,12 @@ def test_debug_shows_traceback(tmp_path: Path) -> None:
 def test_usage_error_exit_2() -> None:
     r = run_edgeq("build", "--no-such-option")
     assert r.code == 2
+
+
+def test_bad_board_is_refused_before_conversion(tmp_path: Path) -> None:
+    r = run_edgeq("build", "--example", "--board", "qemu-nope", "--out", tmp_path / "out")
+    assert_clean_error(r, "unknown board", "qemu-mps2-an386")
+    assert "converting" not in r.stderr  # refused before any TensorFlow work
+    r = run_edgeq("build", "--example", "--target", "host", "--board", "qemu-mps2-an386", "--out", tmp_path / "out")
+    assert_clean_error(r, "does not fit target 'host'")
+    assert not (tmp_path / "out").exists()
