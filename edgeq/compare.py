@@ -138,7 +138,7 @@ def compare_modes(
     latency_runs: int = LATENCY_RUNS,
 ) -> CompareReport:
     """Convert ``model_path`` in each of ``modes`` and measure every one the same way."""
-    from edgeq.pipeline import Options, _prepare_data
+    from edgeq.pipeline import Options, prepare_data
 
     unknown = [m for m in modes if m not in MODES]
     if unknown:
@@ -148,7 +148,7 @@ def compare_modes(
         raise UserError("compare needs the float model (Keras or SavedModel), not a .tflite",
                         hint="each mode is a different conversion of the float model")
     warnings: list[str] = []
-    calib, eval_s = _prepare_data(model, Options(calibration, eval_data, samples, QuantSettings("int8"), scale), warnings)
+    calib, eval_s = prepare_data(model, Options(calibration, eval_data, samples, QuantSettings("int8"), scale), warnings)
     if eval_s is None:
         raise UserError("compare needs evaluation data", hint="pass --eval-data, or real --calibration data to hold some out")
     float_out = model.predict(list(eval_s.xs))

@@ -46,6 +46,13 @@ class LoadedModel:
     _saved_model_dir: Path | None = None
 
     @property
+    def user_input_names(self) -> list[str]:
+        """Input names as the user knows them (Keras layer names), for .npz keys."""
+        if self.keras_model is None:
+            return []
+        return [getattr(t, "name", "") for t in getattr(self.keras_model, "inputs", [])]
+
+    @property
     def has_float_reference(self) -> bool:
         return self._predict is not None
 

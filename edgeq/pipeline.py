@@ -64,13 +64,18 @@ class _Run:
     layers: "LayerReport | None" = None
 
 
-def _prepare_data(model: LoadedModel, opts: Options, warnings: list[str]) -> tuple[Samples | None, Samples | None]:
+def _warn(warnings: list[str], message: str) -> None:
+    """Print a warning now and keep it for the report."""
+    warn(message)
+    warnings.append(message)
+
+
+def prepare_data(model: LoadedModel, opts: Options, warnings: list[str]) -> tuple[Samples | None, Samples | None]:
     """Calibration and evaluation samples, checked against the model's inputs."""
     inputs = model.inputs
-    names = [getattr(t, "name", "") for t in getattr(model.keras_model, "inputs", [])] if model.keras_model else []
     eval_s = None
     if opts.eval_data is not None:
-        eval_s = load_samples(opts.eval_data, inputs, scale=opts.scale, role="evaluation", input_names=names)
+        eval_s = load_samples(opts.eval_data, inputs, scale=opts.scale, role="evaluation", input_names=model.user_input_names)
     if model.format == "tflite":
         return None, eval_s
     if not opts.settings.needs_calibration and eval_s is not None:
@@ -86,18 +91,14 @@ def _prepare_data(model: LoadedModel, opts: Options, warnings: list[str]) -> tup
             hint="pass --calibration DATA (.npy, .npz or an image folder); --calibration random only for smoke tests",
         )
     if str(opts.calibration) == "random":
-        msg = "calibrating on RANDOM data: the int8 ranges and every accuracy figure below mean nothing"
-        warn(msg)
-        warnings.append(msg)
+        _warn(warnings, "calibrating on RANDOM data: the int8 ranges and every accuracy figure below mean nothing")
         calib = random_samples(inputs, opts.samples or 200)
     else:
-        calib = load_samples(opts.calibration, inputs, scale=opts.scale, role="calibration", input_names=names)
+        calib = load_samples(opts.calibration, inputs, scale=opts.scale, role="calibration", input_names=model.user_input_names)
     if eval_s is None and calib.source != "random":
         calib, eval_s = split_for_validation(calib)
         info(f"validating on {len(eval_s)} held-out calibration samples (not used to calibrate)")
     if opts.samples is not None:
-        if opts.samples < 1:
-            raise UserError("--samples must be at least 1")
         calib = calib.take(slice(0, opts.samples))
     elif len(calib) > DEFAULT_SAMPLES:
         calib = calib.take(slice(0, DEFAULT_SAMPLES))
@@ -107,21 +108,21 @@ def _prepare_data(model: LoadedModel, opts: Options, warnings: list[str]) -> tup
 
 def _run(model_path: str | Path, opts: Options, *, micro_strict: bool) -> _Run:
     settings = opts.settings.validate()
+    if opts.samples is not None and opts.samples < 1:
+        raise UserError("--samples must be at least 1")
     warnings: list[str] = []
     model = load_model(model_path)
     if opts.qat is not None and (settings.mode != "int8" or model.format not in ("keras", "tf_keras")):
         raise UserError("--qat needs a Keras model (.keras/.h5) and --mode int8",
                         hint="QAT fine-tunes the model's layers, then converts it full-integer")
-    calib, eval_s = _prepare_data(model, opts, warnings)
+    calib, eval_s = prepare_data(model, opts, warnings)
     if model.format == "tflite":
         assert model.tflite_bytes is not None
         data = model.tflite_bytes
         info_ = parse(data)
         refuse_uninitialized_variables(info_, model.path.name)
         if not info_.fully_integer:
-            msg = f"{model.path.name} is not fully integer; float tensors: {', '.join(info_.float_tensors[:8])}"
-            warn(msg)
-            warnings.append(msg)
+            _warn(warnings, f"{model.path.name} is not fully integer; float tensors: {', '.join(info_.float_tensors[:8])}")
     else:
         info(f"converting {model.path.name} ({model.format}) to {settings.mode}, I/O {settings.io_type}…")
         data = convert(model, settings, calib)
@@ -164,8 +165,7 @@ def _qat(
     from edgeq.qat import qat_train
 
     assert opts.qat is not None
-    names = [getattr(t, "name", "") for t in getattr(model.keras_model, "inputs", [])] if model.keras_model else []
-    train = load_samples(opts.qat.train_data, model.inputs, scale=opts.scale, role="training", input_names=names)
+    train = load_samples(opts.qat.train_data, model.inputs, scale=opts.scale, role="training", input_names=model.user_input_names)
     q = opts.qat
     result = qat_train(model, train, epochs=q.epochs, batch_size=q.batch_size, learning_rate=q.learning_rate, loss=q.loss)
     info("converting the QAT model to int8…")
@@ -190,9 +190,7 @@ def _micro(
         if strict:  # a build: its firmware would be TFLM
             raise UserError(f"--mode {settings.mode} models do not run on TensorFlow Lite Micro",
                             hint="use --mode int8 or int16x8 for firmware; float16/dynamic suit `quantize` and `bench`")
-        msg = f"--mode {settings.mode} models do not run on TensorFlow Lite Micro (edge Linux only)"
-        warn(msg)
-        warnings.append(msg)
+        _warn(warnings, f"--mode {settings.mode} models do not run on TensorFlow Lite Micro (edge Linux only)")
         return MicroResult(runtime_available(), False, (), info_.op_names)
     return check_micro(data, info_, samples=eval_q, strict=strict)
 
@@ -348,9 +346,7 @@ def build(
         fw = firmware_step.write(tmp, out_dir if out_dir.is_dir() else None, run, **common)
         for f in fw.get("write", {}).get("files", []):
             if f["action"] == "kept":
-                msg = f"kept your edited {f['path']} (pass --force to regenerate it)"
-                warn(msg)
-                run.warnings.append(msg)
+                _warn(run.warnings, f"kept your edited {f['path']} (pass --force to regenerate it)")
         (tmp / f"{cname}.tflite").write_bytes(run.data)
         report = _report(
             run, "build", str(out_dir / f"{cname}.tflite"), mode=mode,
