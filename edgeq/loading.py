@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +66,11 @@ class LoadedModel:
         for start in range(0, n, batch):
             chunks.append(self._predict([x[start : start + batch] for x in xs]))
         return [np.concatenate([c[i] for c in chunks]) for i in range(len(self.outputs))]
+
+
+def natural_key(name: str) -> list[Any]:
+    """Sort key putting ``output_2`` before ``output_10``, as Keras numbers its outputs."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
 def tf_module() -> Any:
@@ -199,14 +205,14 @@ def _load_saved_model(p: Path) -> LoadedModel:
         )
     specs = sig.structured_input_signature[1]
     ins = []
-    for name in sorted(specs):
+    for name in sorted(specs, key=natural_key):
         s = specs[name]
         shape = tuple(s.shape.as_list())
         if any(d is None for d in shape[1:]):
             raise ModelError(f"SavedModel input '{name}' has a dynamic dimension {shape}", hint="export with fixed shapes")
         ins.append(IOSpec(name, (1, *shape[1:]), s.dtype.name))
     out_specs = sig.structured_outputs
-    outs = tuple(IOSpec(n, (1, *tuple(out_specs[n].shape.as_list())[1:])) for n in sorted(out_specs))
+    outs = tuple(IOSpec(n, (1, *tuple(out_specs[n].shape.as_list())[1:])) for n in sorted(out_specs, key=natural_key))
 
     def predict(xs: list[np.ndarray]) -> list[np.ndarray]:
         with quiet():
