@@ -248,7 +248,8 @@ from edgeq.bench.command import bench_command  # noqa: E402  (typer only; parami
 
 app.command("bench")(bench_command)
 
-from edgeq.codegen.command import emit_command, targets_command  # noqa: E402  (typer only)
+from edgeq.codegen.command import emit_command  # noqa: E402  (typer only)
+from edgeq.codegen.targets_command import targets_command  # noqa: E402
 
 app.command("emit")(emit_command)
 app.command("targets")(targets_command)

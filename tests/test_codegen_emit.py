@@ -11,7 +11,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from edgeq.codegen.command import emit_command, targets_command
+from edgeq.codegen.command import emit_command
+from edgeq.codegen.targets_command import targets_command
 from edgeq.codegen.emit import emit
 from edgeq.codegen.resolver import resolve_ops
 from edgeq.errors import OutputExistsError, UnsupportedOpError, UserError

@@ -1,0 +1,51 @@
+"""Typer adapter for ``edgeq targets``: every target with its build system, kernels and budgets.
+
+Kept apart from ``edgeq emit``'s adapter so each stays a page long; errors propagate as
+``EdgeqError`` to ``edgeq.cli.main``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit, factor in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= factor and n % (factor // 4) == 0:
+            return f"{n / factor:g} {unit}"
+    return f"{n:,} B"
+
+
+def targets_command(
+    json_output: Annotated[bool, typer.Option("--json", help="Print the targets as JSON on stdout.")] = False,
+    targets_dir: Annotated[Optional[Path], typer.Option("--targets-dir", help="Extra folder of target .toml files (also read: ~/.config/edgeq/targets).")] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+) -> None:
+    """List the build targets: CPU, float ABI, TFLM kernels, default flash/RAM budgets, QEMU boards."""
+    from edgeq.cli import set_debug
+
+    set_debug(debug)
+    from edgeq.console import out as stdout, print_json
+    from edgeq.targets import list_targets
+
+    targets = list_targets(targets_dir=targets_dir)
+    if json_output:
+        print_json({"schema_version": 1, "kind": "targets", "targets": [t.to_dict() for t in targets]})
+        return
+    from rich.table import Table
+
+    table = Table(title="edgeq targets (descriptions: --json)", title_justify="left")
+    for column in ("name", "cpu", "fpu", "abi", "kernels", "flash", "RAM", "QEMU boards"):
+        table.add_column(column, no_wrap=True)
+    for t in targets:
+        table.add_row(t.name, t.cpu or "native", t.fpu or "-", t.float_abi or "-", t.kernels, _size(t.flash_bytes),
+                      _size(t.ram_bytes), ", ".join(t.boards) or "-")
+    stdout.print(table)
+
+
+__all__ = ["targets_command"]
