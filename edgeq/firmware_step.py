@@ -22,11 +22,11 @@ OWN_OUTPUTS = ("report.json", "report.md")
 
 def resolve_target(name: str, opts: dict[str, Any]) -> Any:
     """The target, with ``--board`` checked against it now: before minutes of conversion."""
-    from edgeq.targets import load_board, load_target
+    from edgeq.codegen.firmware import resolve_board
+    from edgeq.targets import load_target
 
     target = load_target(name, targets_dir=opts.get("targets_dir"))
-    if opts.get("board") is not None:
-        load_board(opts["board"], target=target)  # unknown, or not listed for this target
+    resolve_board(target, opts.get("board"))  # unknown, or not one for this target
     return target
 
 

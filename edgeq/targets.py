@@ -26,8 +26,12 @@ else:  # pragma: no cover
 SCHEMA_VERSION = 1
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._+-]{0,63}$")
 _FLAG_RE = re.compile(r"^-[A-Za-z0-9_=+.,:/-]+$")
-_KERNELS = ("cmsis_nn", "reference")
-_TOOLCHAINS = ("arm-none-eabi", "host")
+_KERNELS = ("cmsis_nn", "esp_nn", "reference")
+# "ecosystem": the build system brings its own compiler and CPU flags (ESP-IDF, Arduino,
+# Zephyr, PlatformIO, pico-sdk); ``cpu`` then only informs.
+_TOOLCHAINS = ("arm-none-eabi", "host", "ecosystem")
+_BOARD_RE = re.compile(r"^[a-z0-9][a-z0-9_./@+-]{0,63}$")
+_PROJECT_KEY_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _FLOAT_ABIS = ("soft", "softfp", "hard")
 _CMSIS_PATHS = ("none", "dsp", "mve", "any")
 
@@ -69,6 +73,9 @@ class Target:
     arena: ArenaRule
     boards: tuple[str, ...]
     source: str = ""
+    psram_bytes: int | None = None
+    default_board: str | None = None
+    project: dict[str, Any] = field(default_factory=dict)
 
     @property
     def is_cross(self) -> bool:
@@ -77,7 +84,7 @@ class Target:
     @property
     def arch_flags(self) -> tuple[str, ...]:
         """``-mcpu/-mthumb/-mfpu/-mfloat-abi`` for the toolchain file and tests."""
-        if not self.is_cross:
+        if self.toolchain != "arm-none-eabi":
             return ()
         flags = [f"-mcpu={self.cpu}", "-mthumb"]
         if self.fpu:
@@ -103,8 +110,11 @@ class Target:
             "ram_bytes": self.ram_bytes,
             "runtime_code_bytes": self.runtime_code_bytes,
             "runtime_ram_bytes": self.runtime_ram_bytes,
+            "psram_bytes": self.psram_bytes,
             "arena": vars(self.arena).copy(),
             "boards": list(self.boards),
+            "default_board": self.default_board,
+            "project": dict(self.project),
             "source": self.source,
         }
 
@@ -220,16 +230,39 @@ def parse_target(path: Path) -> Target:
         runtime_code_bytes=f.size("runtime_code_bytes", 0),
         runtime_ram_bytes=f.size("runtime_ram_bytes", 0),
         arena=arena,
-        boards=tuple(f.get("boards", list, [], lambda v: all(isinstance(b, str) and _NAME_RE.match(b) for b in v), "must be a list of board names")),
+        boards=tuple(f.get("boards", list, [], lambda v: all(isinstance(b, str) and _BOARD_RE.match(b) for b in v), "must be a list of board names")),
         source=str(path),
+        psram_bytes=f.size("psram_bytes", None, 1),
+        default_board=f.get("default_board", str, None, lambda v: bool(_BOARD_RE.match(v)), "must be a board name like 'mps2/an385'"),
+        project=_project_table(f.get("project", dict, {}), f"{path} [project]"),
     )
     f.done()
-    if not cross and (fpu or float_abi):
-        raise TargetError(f"{path}: fields 'fpu'/'float_abi' only apply to cross toolchains")
+    if toolchain != "arm-none-eabi" and (fpu or float_abi):
+        raise TargetError(f"{path}: fields 'fpu'/'float_abi' only apply to toolchain \"arm-none-eabi\"")
+    if target.default_board and target.boards and target.default_board not in target.boards:
+        raise TargetError(f"{path}: field 'default_board' {target.default_board!r} is not in 'boards'")
+    from edgeq.build_systems import check_target_project
+
+    check_target_project(target, where=str(path))
     if (target.kernels == "cmsis_nn") != bool(arena.cmsis_nn):
         raise TargetError(f"{path}: field 'arena.cmsis_nn' must be set exactly when kernels = \"cmsis_nn\"",
                           hint=f"one of {_CMSIS_PATHS}: the CMSIS-NN code path of this CPU")
     return target
+
+
+def _project_table(table: dict[str, Any], where: str) -> dict[str, Any]:
+    """The build system's settings (board ids, library pins): plain values only, since
+    templates render them; which keys must be present is the build system's to say."""
+    for key, value in table.items():
+        if not _PROJECT_KEY_RE.match(key):
+            raise TargetError(f"{where}: key {key!r} must be lower_snake_case")
+        ok = isinstance(value, (str, int, bool)) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+        if not ok or isinstance(value, float):
+            raise TargetError(f"{where}: field '{key}' must be a string, integer, boolean or list of strings, got {value!r}")
+        for text in value if isinstance(value, list) else [value]:
+            if isinstance(text, str) and any(c in text for c in '\n\r"\\`$'):
+                raise TargetError(f"{where}: field '{key}' may not contain newlines, quotes, backslashes, '`' or '$' (got {text!r})")
+    return dict(sorted(table.items()))
 
 
 def user_target_dirs(targets_dir: Path | None = None) -> list[Path]:

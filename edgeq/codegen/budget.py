@@ -9,7 +9,7 @@ stop an obviously impossible build early with numbers, not to replace the linker
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from edgeq.codegen.arena import ArenaFigure, target_arena
@@ -33,6 +33,8 @@ class BudgetFigures:
     ram_limit: int | None
     arena: ArenaFigure
     allowed_over_budget: bool = False
+    psram_limit: int | None = None
+    arena_in_psram: bool = False
 
     @property
     def over_flash(self) -> bool:
@@ -53,6 +55,7 @@ class BudgetFigures:
                       "runtime_code_bytes": self.runtime_code_bytes, "over": self.over_flash},
             "ram": {"used": self.ram_used, "limit": self.ram_limit, "arena_bytes": self.arena_bytes,
                     "runtime_ram_bytes": self.runtime_ram_bytes, "over": self.over_ram},
+            "psram": {"limit": self.psram_limit, "arena_in_psram": self.arena_in_psram},
             "arena": self.arena.to_dict(),
             "ok": self.ok,
             "allowed_over_budget": self.allowed_over_budget,
@@ -98,6 +101,13 @@ def check_budget(
         arena=arena,
         allowed_over_budget=allow_over_budget,
     )
+    psram = target.psram_bytes
+    if figures.over_ram and psram is not None and arena.target_bytes <= psram:
+        # The arena moves to external PSRAM (16-byte aligned heap allocation at start-up);
+        # internal RAM then holds only the runtime. Slower, but it runs.
+        figures = replace(figures, ram_used=target.runtime_ram_bytes, psram_limit=psram, arena_in_psram=True)
+    elif psram is not None:
+        figures = replace(figures, psram_limit=psram)
     if figures.ok or allow_over_budget:
         return figures
     problems = []
@@ -110,11 +120,14 @@ def check_budget(
         problems.append(
             f"RAM {figures.ram_used:,} B needed (tensor arena {figures.arena_bytes:,} + runtime ~{figures.runtime_ram_bytes:,})"
             f" > {figures.ram_limit:,} B available"
+            + (f", and the arena exceeds the {psram:,} B of PSRAM too" if psram is not None else "")
         )
+    psram_hint = "" if psram is not None else ", a board with PSRAM (e.g. esp32s3)"
     raise BudgetError(
         f"the model does not fit target {target.name!r}: " + "; ".join(problems),
-        hint="give your part's real sizes with --flash/--ram, pick a bigger target (`edgeq targets`), "
-        "shrink the model, or pass --allow-over-budget",
+        hint="shrink the model (fewer channels, smaller input) or quantize to int8 (--mode int8), "
+        f"pick another board{psram_hint} (`edgeq targets`), give your part's real sizes with --flash/--ram, "
+        "or pass --allow-over-budget",
     )
 
 

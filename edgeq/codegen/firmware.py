@@ -1,11 +1,14 @@
 """``edgeq build --target ...``: a TFLM project that builds (and, on a QEMU board, runs).
 
-Layout written under ``out_dir`` (the build output folder; ``<name>.tflite`` and
-``report.json`` written there by the pipeline are left alone)::
+Every project is the same two layers: the model sources plus one **portable runner**
+(``<name>_runner.cpp/.h`` from ``templates/runner/``: TFLM-only code, byte-identical in
+every build system, verified on QEMU and the host with real TFLM) and a **thin platform
+shell** with the project files of the target's build system (``templates/<build
+system>/``, described by its ``build_system.toml``). For the CMake build system::
 
     CMakeLists.txt  README.md  cmake/arm-none-eabi.cmake (cross targets)
-    src/main.cc  src/<name>_model_data.{h,cc}  src/<name>_model_settings.h
-    src/<name>_op_resolver.h  src/<name>_sample_input.h (with a sample)
+    src/main.cc (shell)  src/<name>_runner.{h,cpp}  src/<name>_model_data.{h,cc}
+    src/<name>_model_settings.h  src/<name>_op_resolver.h  src/<name>_sample_input.h
     board/startup.c  board/linker.ld (with --board)
     .edgeq-manifest.json
 
@@ -21,12 +24,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from edgeq.build_systems import load_build_system
 from edgeq.codegen.arena import measure_host_arena
 from edgeq.codegen.budget import BudgetFigures, check_budget
 from edgeq.codegen.scaffold import GeneratedFile, WriteResult, render_tree, write_tree
+from edgeq.codegen.jinja import render
 from edgeq.codegen.sources import SourceOptions, base_context, model_sources, sample_source
 from edgeq.errors import TargetError
-from edgeq.targets import Board, Target, load_board
+from edgeq.targets import _BOARD_RE, Board, Target, load_board
 from edgeq.tflite_info import ModelInfo
 
 SRC_DIR = "src"
@@ -46,6 +51,8 @@ class FirmwareResult:
     board: str | None
     write: WriteResult
     budget: BudgetFigures
+    build_system: str = "cmake-tflm"
+    warnings: tuple[str, ...] = ()
 
     @property
     def files(self) -> tuple[str, ...]:
@@ -61,9 +68,12 @@ class FirmwareResult:
             "name": self.name,
             "target": self.target,
             "board": self.board,
+            "build_system": self.build_system,
             "arena_bytes": self.arena_bytes,
+            "arena_in_psram": self.budget.arena_in_psram,
             "budget": self.budget.to_dict(),
             "write": self.write.to_dict(),
+            "warnings": list(self.warnings),
         }
 
 
@@ -73,6 +83,35 @@ def qemu_command(board: Board, elf: str = "firmware.elf") -> list[str]:
         "qemu-system-arm", "-M", board.qemu_machine, "-nographic", "-monitor", "none", "-serial", "none",
         "-semihosting-config", "enable=on,target=native", "-kernel", elf,
     ]
+
+
+def resolve_board(target: Target, board: str | None) -> tuple[Board | None, str | None, list[str]]:
+    """What ``--board`` means for the target's build system: a QEMU board folder
+    (CMake), a board id passed to the ecosystem's tools (Zephyr), or nothing.
+
+    Returns the QEMU ``Board`` (or ``None``), the board name written into the project,
+    and warnings (a board whose memory edgeq does not know is budgeted as the default).
+    """
+    system = load_build_system(target.build_system)
+    if system.board_kind == "qemu":
+        if board is not None and not target.is_cross:
+            raise TargetError(f"--board {board} needs a Cortex-M target, not {target.name!r}",
+                              hint="drop --board for host builds")
+        board_obj = load_board(board, target=target) if board else None
+        return board_obj, board_obj.name if board_obj else None, []
+    if system.board_kind == "none":
+        if board is not None:
+            raise TargetError(f"target {target.name!r} ({system.name}) has a fixed board; --board does not apply",
+                              hint="drop --board, or pick another target (`edgeq targets`)")
+        return None, None, []
+    name = board or target.default_board
+    if name is None or not _BOARD_RE.match(name):
+        raise TargetError(f"invalid board name {name!r}", hint="use the ecosystem's board id, e.g. mps2/an385")
+    warnings = []
+    if name != target.default_board:
+        warnings.append(f"budgets of {target.name} are those of {target.default_board}; "
+                        f"pass --flash/--ram for {name}")
+    return None, name, warnings
 
 
 def project_files(
@@ -86,36 +125,53 @@ def project_files(
     source_name: str,
     sample_input: Sequence[np.ndarray] | None,
     reference_output: Sequence[np.ndarray] | None,
+    board_name: str | None = None,
 ) -> list[GeneratedFile]:
     """Every file of the project, rendered in memory (nothing is written here)."""
+    system = load_build_system(target.build_system)
+    src = system.sources_dir(options.name)
     files = model_sources(tflite=tflite, info=info, options=options, source_name=source_name,
-                          arena=budget.arena, target_name=target.name, dest=SRC_DIR)
+                          arena=budget.arena, target_name=target.name, dest=src)
     has_sample = sample_input is not None and reference_output is not None
     if has_sample:
         files.append(sample_source(info=info, options=options, source_name=source_name,
-                                   sample_input=sample_input, reference_output=reference_output, dest=SRC_DIR))
+                                   sample_input=sample_input, reference_output=reference_output, dest=src))
     ctx = base_context(info=info, options=options, source_name=source_name)
+    ctx.update(has_sample=has_sample, exit_codes=EXIT_CODES, arena_rule=budget.arena.rule)
+    files += runner_files(ctx, src)
     ctx.update(
         target=target,
+        build_system=system,
+        project=target.project,
         board=board,
+        board_name=board_name if board_name is not None else (board.name if board else None),
         cross=target.is_cross,
         cmsis_nn=target.kernels == "cmsis_nn",
-        has_sample=has_sample,
         needs_signal=any(op.custom and op.name.startswith("Signal") for op in info.ops),
         arena_bytes=budget.arena_bytes,
-        arena_rule=budget.arena.rule,
+        arena_in_psram=budget.arena_in_psram,
         budget=budget,
         qemu=qemu_command(board) if board else None,
-        exit_codes=EXIT_CODES,
         fault_exit_code=EXIT_CODES["fault"],
         irq_count=IRQ_COUNT,
-        src_dir=SRC_DIR,
+        src_dir=src,
         board_dir=BOARD_DIR,
     )
-    files += render_tree(target.build_system, ctx)
+    files += render_tree(target.build_system, ctx, path_vars={"__name__": options.name})
     if board is not None:
         files += render_tree("boards/common", ctx, dest=BOARD_DIR, overrides=f"boards/{board.name}")
     return files
+
+
+def runner_files(ctx: dict[str, Any], src: str) -> list[GeneratedFile]:
+    """The portable runner. Rendered from model facts only (no target, no build system
+    in its context), which is what makes it the same file in every tree."""
+    prefix = f"{src}/" if src else ""
+    name = ctx["name"]
+    return [
+        GeneratedFile(f"{prefix}{name}_runner.h", render("runner/runner.h.j2", ctx).encode("utf-8"), "model"),
+        GeneratedFile(f"{prefix}{name}_runner.cpp", render("runner/runner.cpp.j2", ctx).encode("utf-8"), "model"),
+    ]
 
 
 def write_firmware(
@@ -146,21 +202,21 @@ def write_firmware(
     Raises ``BudgetError`` (unless ``allow_over_budget``), ``TargetError`` for a board
     that does not fit the target, ``OutputExistsError`` for foreign files in the way.
     """
-    if board is not None and not target.is_cross:
-        raise TargetError(f"--board {board} needs a Cortex-M target, not {target.name!r}",
-                          hint="drop --board for host builds")
-    board_obj = load_board(board, target=target) if board else None
+    board_obj, board_name, warnings = resolve_board(target, board)
+    system = load_build_system(target.build_system)
     if (sample_input is None) != (reference_output is None):
         raise ValueError("sample_input and reference_output go together")
-    options = SourceOptions.create(name=name, lang=lang, labels=labels)
+    options = SourceOptions.create(name=name, lang=lang, labels=labels, cpp_ext=system.cpp_ext)
     host = host_arena_bytes if host_arena_bytes is not None else measure_host_arena(tflite, info=info)
     budget = check_budget(tflite=tflite, info=info, target=target, host_arena_bytes=host, flash=flash, ram=ram,
                           allow_over_budget=allow_over_budget)
     files = project_files(tflite=tflite, info=info, options=options, target=target, board=board_obj, budget=budget,
-                          source_name=source_name, sample_input=sample_input, reference_output=reference_output)
+                          source_name=source_name, sample_input=sample_input, reference_output=reference_output,
+                          board_name=board_name)
     result = write_tree(Path(out_dir), files, force=force, dry_run=dry_run)
     return FirmwareResult(out_dir=Path(out_dir), name=options.name, target=target.name,
-                          board=board_obj.name if board_obj else None, write=result, budget=budget)
+                          board=board_name, write=result, budget=budget, build_system=system.name,
+                          warnings=tuple(warnings))
 
 
-__all__ = ["FirmwareResult", "write_firmware", "check_budget", "project_files", "qemu_command", "EXIT_CODES"]
+__all__ = ["FirmwareResult", "write_firmware", "check_budget", "project_files", "runner_files", "resolve_board", "qemu_command", "EXIT_CODES"]

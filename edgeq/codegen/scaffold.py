@@ -244,13 +244,16 @@ def _move_into_place(staging: Path, out_dir: Path, files: list[GeneratedFile]) -
     os.replace(staging / MANIFEST, out_dir / MANIFEST)
 
 
-def render_tree(prefix: str, context: dict[str, Any], *, dest: str = "", role: str = "scaffold", overrides: str | None = None) -> list[GeneratedFile]:
+def render_tree(prefix: str, context: dict[str, Any], *, dest: str = "", role: str = "scaffold", overrides: str | None = None,
+                path_vars: dict[str, str] | None = None) -> list[GeneratedFile]:
     """Render every ``templates/<prefix>/**/*.j2`` to ``<dest>/<path without .j2>``.
 
     A template that renders to only whitespace is skipped: that is how a template set
     says "not for this target" (e.g. the cross toolchain file on the host). With
     ``overrides``, a template of the same relative name under that prefix wins (a board
-    folder overriding the common startup code).
+    folder overriding the common startup code). ``path_vars`` replaces placeholders in
+    output paths (``__name__`` → the model's C name: an Arduino sketch folder and its
+    ``.ino`` must share a name).
     """
     chosen: dict[str, str] = {t[len(prefix) + 1 :]: t for t in list_templates(prefix)}
     if overrides:
@@ -260,7 +263,10 @@ def render_tree(prefix: str, context: dict[str, Any], *, dest: str = "", role: s
         text = render(template, context)
         if not text.strip():
             continue
-        path = str(PurePosixPath(dest) / rel[: -len(".j2")]) if dest else rel[: -len(".j2")]
+        rel_out = rel[: -len(".j2")]
+        for placeholder, value in (path_vars or {}).items():
+            rel_out = rel_out.replace(placeholder, value)
+        path = str(PurePosixPath(dest) / rel_out) if dest else rel_out
         out.append(GeneratedFile(path, text.encode("utf-8"), role))
     return out
 

@@ -44,9 +44,10 @@ class SourceOptions:
     namespace: str | None = None
     labels: tuple[str, ...] = ()
     labels_source: str = ""
+    cpp_ext: str = "cc"
 
     @staticmethod
-    def create(*, name: str, lang: str = "cpp", section: str | None = None, namespace: str | None = None, labels: Sequence[str] | None = None, labels_source: str = "") -> "SourceOptions":
+    def create(*, name: str, lang: str = "cpp", section: str | None = None, namespace: str | None = None, labels: Sequence[str] | None = None, labels_source: str = "", cpp_ext: str = "cc") -> "SourceOptions":
         """Validate and sanitize user input once, here (see ``edgeq.codegen.names``)."""
         if lang not in LANGS:
             raise UserError(f"unknown language {lang!r}", hint="use --lang c or --lang cpp")
@@ -59,11 +60,13 @@ class SourceOptions:
             namespace=names.cpp_namespace(namespace) if namespace else None,
             labels=tuple(labels or ()),
             labels_source=labels_source,
+            cpp_ext=cpp_ext,
         )
 
     @property
     def data_ext(self) -> str:
-        return "cc" if self.lang == "cpp" else "c"
+        """``cc`` by default; ``cpp`` where the builder ignores ``.cc`` (Arduino sketches)."""
+        return self.cpp_ext if self.lang == "cpp" else "c"
 
 
 def tensor_view(t: TensorInfo) -> dict[str, Any]:
