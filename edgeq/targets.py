@@ -34,6 +34,8 @@ _BOARD_RE = re.compile(r"^[a-z0-9][a-z0-9_./@+-]{0,63}$")
 _PROJECT_KEY_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _FLOAT_ABIS = ("soft", "softfp", "hard")
 _CMSIS_PATHS = ("none", "dsp", "mve", "any")
+# ESP-NN code paths: portable C ("generic", ESP32) or the ESP32-S3 SIMD kernels.
+_ESP_NN_PATHS = ("generic", "esp32s3")
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ class ArenaRule:
     headroom_bytes: int = 0
     cmsis_nn: str = ""
     align_bytes: int = 16
+    esp_nn: str = ""
 
 
 @dataclass(frozen=True)
@@ -212,6 +215,7 @@ def parse_target(path: Path) -> Target:
         headroom_bytes=a.size("headroom_bytes", 0),
         cmsis_nn=a.get("cmsis_nn", str, "", lambda v: v in _CMSIS_PATHS, f"must be one of {_CMSIS_PATHS}"),
         align_bytes=a.get("align_bytes", int, 16, lambda v: v in (4, 8, 16, 32, 64), "must be 4, 8, 16, 32 or 64"),
+        esp_nn=a.get("esp_nn", str, "", lambda v: v in _ESP_NN_PATHS, f"must be one of {_ESP_NN_PATHS}"),
     )
     a.done()
     target = Target(
@@ -244,6 +248,9 @@ def parse_target(path: Path) -> Target:
     from edgeq.build_systems import check_target_project
 
     check_target_project(target, where=str(path))
+    if (target.kernels == "esp_nn") != bool(arena.esp_nn):
+        raise TargetError(f"{path}: field 'arena.esp_nn' must be set exactly when kernels = \"esp_nn\"",
+                          hint=f"one of {_ESP_NN_PATHS}: the ESP-NN code path of this chip")
     if (target.kernels == "cmsis_nn") != bool(arena.cmsis_nn):
         raise TargetError(f"{path}: field 'arena.cmsis_nn' must be set exactly when kernels = \"cmsis_nn\"",
                           hint=f"one of {_CMSIS_PATHS}: the CMSIS-NN code path of this CPU")
