@@ -3,20 +3,34 @@
 TFLM aborts or segfaults its whole process on a too-small arena or a failed kernel
 check, so the parent never imports it. Protocol: a JSON request on stdin, a JSON reply
 on stdout; the C-level stderr is captured to read the allocation report.
+
+Request: ``model`` (a .tflite path), ``bisect`` (also find the minimal arena and run
+every sample), ``inputs``/``outputs``/``n_outputs`` (npz files of samples and outputs;
+without ``inputs`` the model runs once on zeros shaped by TFLM's own input details),
+``max_arena`` (default: ``default_max_arena`` of the file size), ``digest`` (first write
+``edgeq-sha256 <hex>`` of the bytes measured to stderr, so a parent that started this run
+from a path before reading the file itself can prove both saw the same model).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import sys
 import tempfile
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
 
 ALIGN = 16
+
+
+def default_max_arena(model_size: int) -> int:
+    """The arena of the first (reporting) run: generous, so allocation never fails for size."""
+    return max(64 << 20, 8 * model_size)
 
 
 def _capture_fd2(fn: Any) -> tuple[Any, str]:
@@ -91,21 +105,46 @@ def _minimal_arena(runtime: Any, model: bytes, inputs: list[np.ndarray], reporte
     return hi
 
 
+def _zeros_from_details(interp: Any) -> list[np.ndarray]:
+    """One zero batch per model input, shaped and typed as TFLM sees the inputs.
+
+    The same arrays the parent would send (``np.zeros(shape, dtype)``, first row), read
+    from the interpreter instead, so a run can start from nothing but the model path.
+    """
+    import numpy as np
+
+    zeros = []
+    while True:
+        try:
+            details = interp.get_input_details(len(zeros))
+        except IndexError:  # TFLM's answer past the last input
+            return zeros
+        zeros.append(np.zeros(tuple(int(d) for d in details["shape"]), details["dtype"])[0:1])
+
+
 def measure(req: dict[str, Any]) -> dict[str, Any]:
+    import numpy as np
     from tflite_micro import runtime
 
-    model = open(req["model"], "rb").read()
-    with np.load(req["inputs"]) as z:
-        samples = [z[f"x{i}"] for i in range(len(z.files))]
-    first = [x[0:1] for x in samples]
-    big = int(req.get("max_arena", 64 << 20))
+    with open(req["model"], "rb") as f:
+        model = f.read()
+    if req.get("digest"):  # before TFLM runs: the parent must learn it even if TFLM crashes
+        sys.stderr.write(f"edgeq-sha256 {hashlib.sha256(model).hexdigest()}\n")
+        sys.stderr.flush()
+    first: list[np.ndarray] | None = None
+    samples: list[np.ndarray] = []
+    if req.get("inputs"):
+        with np.load(req["inputs"]) as z:
+            samples = [z[f"x{i}"] for i in range(len(z.files))]
+        first = [x[0:1] for x in samples]
+    big = int(req.get("max_arena") or default_max_arena(len(model)))
 
     def first_run() -> Any:
         try:
             interp = runtime.Interpreter.from_bytes(model, arena_size=big)
         except RuntimeError as exc:
             return exc
-        for i, x in enumerate(first):
+        for i, x in enumerate(first if first is not None else _zeros_from_details(interp)):
             interp.set_input(x, i)
         interp.invoke()
         interp.print_allocations()
@@ -120,6 +159,8 @@ def measure(req: dict[str, Any]) -> dict[str, Any]:
 
     if not req.get("bisect", True):  # only the allocation report was asked for (edgeq emit)
         return {"ok": True, "reported_bytes": reported, "bisected_bytes": None, "samples": 0}
+    if first is None:
+        raise ValueError("a bisecting run needs its samples in 'inputs'")
     minimal = _minimal_arena(runtime, model, first, reported, big)
 
     outputs: list[list[np.ndarray]] = []

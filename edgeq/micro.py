@@ -12,23 +12,23 @@ from __future__ import annotations
 import functools
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-import numpy as np
-
-from edgeq.console import warn
 from edgeq.errors import ModelError, UnsupportedOpError
-from edgeq.tflite_info import ModelInfo
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+
+    from edgeq.tflite_info import ModelInfo
+
+# numpy, rich and the flatbuffer schema load lazily: `edgeq emit` starts a worker from
+# here before its process has imported any of them (see ``MicroRun.report``).
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,11 @@ class MicroResult:
 @functools.lru_cache(maxsize=1)
 def op_table() -> dict[str, dict[str, str]]:
     """TFLM's builtin and custom op → ``MicroMutableOpResolver::Add*`` tables."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+
     path = Path(__file__).parent / "data" / "tflm_ops.toml"
     with path.open("rb") as f:
         data = tomllib.load(f)
@@ -99,6 +104,8 @@ def check_micro(
             )
         return MicroResult(runtime_available(), False, missing, ops)
     if not runtime_available():
+        from edgeq.console import warn
+
         warn("the tflite-micro runtime is not installed here (it exists for x86-64 Linux only): "
              "ops were checked against TFLM's op table, the arena was not measured")
         return MicroResult(False, None, (), ops)
@@ -117,38 +124,70 @@ class MicroRun:
         self, data: bytes, info: ModelInfo, samples: Sequence[np.ndarray] | None, *, bisect: bool = True
     ) -> None:
         """``bisect=False`` stops after the allocation report: no minimal arena, no outputs."""
-        self.info = info
+        self.info: ModelInfo | None = info
+        self.from_path = False  # True for ``report`` runs: the worker read the user's file itself
         self._bisect = bisect
-        self._tmp = tempfile.TemporaryDirectory(prefix="edgeq-micro-")
+        self._tmp: tempfile.TemporaryDirectory[str] | None = tempfile.TemporaryDirectory(prefix="edgeq-micro-")
         t = Path(self._tmp.name)
         (t / "model.tflite").write_bytes(data)
-        if samples is None:
-            samples = [np.zeros(x.shape, x.numpy_dtype) for x in info.inputs]
-        np.savez(t / "inputs.npz", **{f"x{i}": np.ascontiguousarray(x) for i, x in enumerate(samples)})
-        request = {
-            "model": str(t / "model.tflite"),
-            "inputs": str(t / "inputs.npz"),
-            "outputs": str(t / "outputs.npz"),
-            "n_outputs": len(info.outputs),
-            "max_arena": max(64 << 20, 8 * info.size_bytes),
-            "bisect": bisect,
-        }
+        request: dict[str, Any] = {"model": str(t / "model.tflite"), "bisect": bisect, "max_arena": _max_arena(info.size_bytes)}
+        if bisect or samples is not None:
+            import numpy as np
+
+            if samples is None:
+                samples = [np.zeros(x.shape, x.numpy_dtype) for x in info.inputs]
+            np.savez(t / "inputs.npz", **{f"x{i}": np.ascontiguousarray(x) for i, x in enumerate(samples)})
+            request.update(inputs=str(t / "inputs.npz"), outputs=str(t / "outputs.npz"), n_outputs=len(info.outputs))
+        self._spawn(request)
+
+    @classmethod
+    def report(cls, model: Path) -> "MicroRun":
+        """Start TFLM's allocation report for the .tflite at ``model``, before it is parsed.
+
+        Why from a path: ``edgeq emit`` starts this first, so TFLM loads while the parent
+        is still importing numpy and Jinja and formatting the array. The worker needs
+        nothing else: it runs the model once on zeros shaped by TFLM's input details
+        (what the parent would have sent) and replies with the SHA-256 of the bytes it
+        measured, which ``result(expect_sha256=...)`` checks against the parent's read.
+        """
+        run = cls.__new__(cls)
+        run.info, run.from_path, run._bisect, run._tmp = None, True, False, None
+        run._spawn({"model": str(Path(model).resolve()), "bisect": False, "digest": True})
+        return run
+
+    def _spawn(self, request: dict[str, Any]) -> None:
+        env = dict(os.environ)
+        # The worker does no BLAS work; OpenBLAS's thread pool only burns the CPU the
+        # parent is formatting on. Respect an explicit user setting.
+        env.setdefault("OPENBLAS_NUM_THREADS", "1")
         self._proc = subprocess.Popen(
             [sys.executable, str(Path(__file__).with_name("_micro_worker.py"))],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
         )
         assert self._proc.stdin is not None
         self._proc.stdin.write(json.dumps(request))  # small: never fills the pipe
         self._proc.stdin.close()
         self._proc.stdin = None  # communicate() must not flush the closed pipe
 
+    def _cleanup(self) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
     def cancel(self) -> None:
         self._proc.kill()
         self._proc.communicate()
-        self._tmp.cleanup()
+        self._cleanup()
 
-    def result(self, timeout: float = 600.0) -> MicroResult:
-        """Wait for the worker; raise the same errors as ``check_micro``."""
+    def result(self, timeout: float = 600.0, *, info: ModelInfo | None = None, expect_sha256: str | None = None) -> MicroResult:
+        """Wait for the worker; raise the same errors as ``check_micro``.
+
+        ``info`` names the model's ops in errors (required when started by ``report``);
+        with ``expect_sha256``, a worker that measured other bytes (the file changed
+        after it was started) raises ``StaleModelError``, whatever else happened.
+        """
+        if info is not None:
+            self.info = info
+        assert self.info is not None, "MicroRun.result needs the ModelInfo of a run started by report()"
         ops = self.info.op_names
         try:
             stdout, stderr = self._proc.communicate(timeout=timeout)
@@ -156,6 +195,9 @@ class MicroRun:
             self.cancel()
             raise ModelError(f"the TFLM check did not finish within {timeout:.0f} s") from None
         try:
+            measured, stderr = _split_digest(stderr)
+            if expect_sha256 is not None and measured != expect_sha256:  # checked first: even a crash
+                raise StaleModelError("the model file changed while TFLM measured it")  # may be of other bytes
             if self._proc.returncode != 0:
                 raise ModelError(
                     f"TensorFlow Lite Micro crashed running the model (exit {self._proc.returncode}): " + _tail(stderr),
@@ -173,12 +215,36 @@ class MicroRun:
                 raise ModelError(f"TensorFlow Lite Micro cannot run the model: {_tail(reply.get('log', ''))}")
             outputs: tuple[np.ndarray, ...] = ()
             if self._bisect:
+                import numpy as np
+
+                assert self._tmp is not None
                 with np.load(Path(self._tmp.name) / "outputs.npz") as z:
                     outputs = tuple(z[f"y{j}"] for j in range(len(self.info.outputs)))
         finally:
-            self._tmp.cleanup()
+            self._cleanup()
         minimal = reply["bisected_bytes"]
         return MicroResult(True, True, (), ops, None if minimal is None else int(minimal), reply["reported_bytes"], outputs)
+
+
+DIGEST_PREFIX = "edgeq-sha256 "  # the worker's first stderr line when asked for a digest
+
+
+class StaleModelError(ModelError):
+    """A run started from a path measured other bytes than the caller then read."""
+
+
+def _split_digest(stderr: str) -> tuple[str | None, str]:
+    """The worker's ``edgeq-sha256 <hex>`` first line (written before TFLM runs, so it
+    survives a crash) and the rest of its stderr."""
+    head, sep, rest = stderr.partition("\n")
+    if sep and head.startswith(DIGEST_PREFIX):
+        return head[len(DIGEST_PREFIX):].strip(), rest
+    return None, stderr
+
+
+def _max_arena(model_size: int) -> int:
+    """The reporting run's arena (same rule as the worker's default)."""
+    return max(64 << 20, 8 * model_size)
 
 
 def _tail(text: str, lines: int = 6) -> str:

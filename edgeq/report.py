@@ -92,14 +92,21 @@ def rows(report: BuildReport) -> list[tuple[str, str]]:
     ]
     fw = report.firmware or {}
     budget = fw.get("budget") or {}
+    if fw.get("build_system"):
+        where = fw["build_system"] + (f", board {fw['board']}" if fw.get("board") else "")
+        out.append(("project", f"{fw.get('target')} ({where})"))
     if fw.get("arena_bytes") is not None:
         rule = (budget.get("arena") or {}).get("rule", "")
-        out.append((f"arena for {fw.get('target')}", f"{fw['arena_bytes']:,} bytes" + (f" ({rule})" if rule else "")))
+        place = " in PSRAM" if fw.get("arena_in_psram") else ""
+        out.append((f"arena for {fw.get('target')}", f"{fw['arena_bytes']:,} bytes{place}" + (f" ({rule})" if rule else "")))
     for key, label in (("flash", "flash used / budget"), ("ram", "RAM used / budget")):
         part = budget.get(key)
         if part and part.get("limit") is not None:
             flag = "  OVER BUDGET" if part.get("over") else ""
             out.append((label, f"{part['used']:,} / {part['limit']:,} bytes{flag}"))
+    psram = budget.get("psram") or {}
+    if psram.get("arena_in_psram"):
+        out.append(("PSRAM used / budget", f"{fw['arena_bytes']:,} / {psram['limit']:,} bytes (tensor arena)"))
     files = (fw.get("write") or {}).get("files") or []
     if files:
         dry = (fw.get("write") or {}).get("dry_run")

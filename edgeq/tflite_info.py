@@ -11,11 +11,12 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from edgeq.errors import ModelError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
 
 _INTEGER_TYPES = {"INT8", "UINT8", "INT16", "INT32", "INT64", "BOOL", "INT4", "UINT16", "UINT32"}
 
@@ -35,6 +36,8 @@ class TensorInfo:
 
     @property
     def numpy_dtype(self) -> np.dtype:
+        import numpy as np  # lazily: `edgeq emit` starts its TFLM child before numpy loads
+
         return np.dtype(self.dtype.lower())
 
     def to_dict(self) -> dict[str, Any]:

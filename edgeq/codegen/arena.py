@@ -22,15 +22,19 @@ between the TFLM version that measured the host figure and the one the firmware 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgeq.errors import ToolMissingError
-from edgeq.codegen.cmsis_memory import cmsis_nn_extra
-from edgeq.targets import Target
-from edgeq.tflite_info import ModelInfo
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # pragma: no cover
     from edgeq.micro import MicroRun
+    from edgeq.targets import Target
+    from edgeq.tflite_info import ModelInfo
+
+# Light on purpose (no numpy, no flatbuffer schema at import): ``edgeq emit`` imports
+# this to start TFLM's measurement before anything heavy loads.
+
 
 @dataclass(frozen=True)
 class ArenaFigure:
@@ -51,6 +55,8 @@ def target_arena(host_bytes: int, *, tflite: bytes | None, target: Target) -> Ar
 
     ``tflite`` gives the CMSIS-NN term; without it only the percentage and headroom apply.
     """
+    from edgeq.codegen.cmsis_memory import cmsis_nn_extra
+
     rule = target.arena
     scaled = -(-host_bytes * (100 + rule.scale_percent) // 100)
     extra = cmsis_nn_extra(tflite, rule.cmsis_nn).total if (tflite is not None and rule.cmsis_nn) else 0
@@ -71,13 +77,12 @@ def measure_host_arena(tflite: bytes, *, info: ModelInfo | None = None, timeout:
     temporary allocations of kernel preparation, which the rule's margin covers on the
     target. ``ToolMissingError`` if tflite-micro is not installed.
     """
-    return finish_host_arena_measurement(start_host_arena_measurement(tflite, info=info), timeout=timeout)
+    run = start_host_arena_measurement(tflite, info=info)
+    return finish_host_arena_measurement(run, tflite=tflite, info=info, timeout=timeout)
 
 
-def start_host_arena_measurement(tflite: bytes, *, info: ModelInfo | None = None) -> "MicroRun":
-    """Start the measurement without waiting, so the caller can format C meanwhile."""
-    from edgeq.micro import MicroRun, runtime_available
-    from edgeq.tflite_info import parse
+def _require_runtime() -> None:
+    from edgeq.micro import runtime_available
 
     if not runtime_available():
         raise ToolMissingError(
@@ -85,6 +90,24 @@ def start_host_arena_measurement(tflite: bytes, *, info: ModelInfo | None = None
             hint="pip install tflite-micro (x86-64 Linux only), or pass the host arena with --arena-bytes "
             "(e.g. from `edgeq inspect` on an x86-64 Linux machine)",
         )
+
+
+def start_host_arena_measurement(tflite: bytes | None = None, *, info: ModelInfo | None = None, path: Path | None = None) -> "MicroRun":
+    """Start the measurement without waiting, so the caller can format C meanwhile.
+
+    With ``path`` instead of bytes it starts before the caller has read or parsed the
+    model (``edgeq emit`` does this first thing); ``finish_host_arena_measurement``
+    then checks that the worker measured the bytes the caller read.
+    """
+    _require_runtime()
+    from edgeq.micro import MicroRun
+
+    if tflite is None:
+        if path is None:
+            raise TypeError("start_host_arena_measurement needs the model bytes or its path")
+        return MicroRun.report(Path(path))
+    from edgeq.tflite_info import parse
+
     return MicroRun(tflite, info if info is not None else parse(tflite), None, bisect=False)
 
 
@@ -93,8 +116,22 @@ def cancel_host_arena_measurement(run: "MicroRun") -> None:
     run.cancel()
 
 
-def finish_host_arena_measurement(run: "MicroRun", *, timeout: float = 300.0) -> int:
-    result = run.result(timeout)
+def finish_host_arena_measurement(
+    run: "MicroRun", *, tflite: bytes | None = None, info: ModelInfo | None = None, timeout: float = 300.0
+) -> int:
+    """Wait for ``run``'s figure. A run started from a path needs the bytes the caller
+    read (``tflite``, ``info``): if the file changed in between, those are measured again."""
+    from edgeq.micro import StaleModelError
+
+    if tflite is not None and info is None:
+        from edgeq.tflite_info import parse
+
+        info = parse(tflite)
+    try:
+        result = run.result(timeout, info=info, expect_sha256=info.sha256 if run.from_path and info is not None else None)
+    except StaleModelError:
+        assert tflite is not None and info is not None
+        return measure_host_arena(tflite, info=info, timeout=timeout)
     assert result.arena_reported_bytes is not None
     return int(result.arena_reported_bytes)
 

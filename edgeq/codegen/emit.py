@@ -21,6 +21,7 @@ from edgeq.targets import load_target
 
 if TYPE_CHECKING:  # pragma: no cover
     from edgeq.codegen.scaffold import WriteResult
+    from edgeq.micro import MicroRun
 
 DEFAULT_TARGET = "cortex-m"
 
@@ -89,28 +90,32 @@ def emit(
         raise ModelError(f"no such model file: {model_path}", hint="check the path")
     if arena_bytes is not None and arena_bytes <= 0:
         raise UserError(f"arena_bytes must be positive, got {arena_bytes}")
-    tgt = load_target(target or DEFAULT_TARGET, targets_dir=targets_dir)
-    data = model_path.read_bytes()
-    from edgeq.codegen.resolver import resolve_ops
-    from edgeq.codegen.sources import SourceOptions, label_warnings, model_data_source, model_sources, read_labels
-    from edgeq.tflite_info import parse
+    # The TFLM child starts before anything heavy is imported or read: it loads TFLM
+    # while this process imports numpy/Jinja, parses and formats. `run` is None once
+    # its result is in; any failure below stops it.
+    measure = arena_bytes is None and not dry_run
+    run = _start_measurement(model_path) if measure else None
+    try:
+        tgt = load_target(target or DEFAULT_TARGET, targets_dir=targets_dir)
+        data = model_path.read_bytes()
+        from edgeq.codegen.resolver import resolve_ops
+        from edgeq.codegen.sources import SourceOptions, label_warnings, model_data_source, model_sources, read_labels
+        from edgeq.tflite_info import parse
 
-    try:
-        info = parse(data)  # ~25 ms for 10 MB: the schema reader maps buffers, it does not copy them
-    except ModelError as exc:
-        raise ModelError(f"{model_path}: {exc.message}", exc.hint) from None
-    ops = resolve_ops(info)  # an op TFLM lacks fails here, before the measurement starts
-    # The TFLM child measures the arena while the C array is formatted; `run` is None once
-    # its result is in, and a failure below stops it.
-    run = arena_mod.start_host_arena_measurement(data, info=info) if arena_bytes is None and not dry_run else None
-    try:
+        try:
+            info = parse(data)  # ~25 ms for 10 MB: the schema reader maps buffers, it does not copy them
+        except ModelError as exc:
+            raise ModelError(f"{model_path}: {exc.message}", exc.hint) from None
+        ops = resolve_ops(info)  # an op TFLM lacks fails here, before waiting for TFLM
+        if measure and run is None:  # not started early: ToolMissingError is raised here, as always
+            run = arena_mod.start_host_arena_measurement(data, info=info)
         requested = name if name is not None else model_path.stem
         options = SourceOptions.create(
             name=requested, lang=lang, section=section, namespace=namespace,
             labels=read_labels(labels) if labels else None, labels_source=Path(labels).name if labels else "",
         )
         data_file = model_data_source(tflite=data, info=info, options=options, source_name=model_path.name)
-        host = arena_mod.finish_host_arena_measurement(run) if run is not None else arena_bytes
+        host = arena_mod.finish_host_arena_measurement(run, tflite=data, info=info) if run is not None else arena_bytes
         run = None
     finally:
         if run is not None:  # something failed: do not leave the child behind
@@ -134,6 +139,25 @@ def emit(
         model_path=str(model_path), model_sha256=info.sha256, model_size=info.size_bytes,
         ops=tuple(r.name for r in ops), arena=figure, write=result, warnings=tuple(warnings),
     )
+
+
+def _start_measurement(model_path: Path) -> "MicroRun | None":
+    """Start TFLM's report on the file, or None to leave it to the usual place: without
+    tflite-micro (whose error must come after the model's own errors) or when the file
+    cannot be a model (no ``TFL3`` identifier: the parse raises the readable error, and
+    no child is started on bytes TFLM would only crash on)."""
+    from edgeq.micro import runtime_available
+
+    if not runtime_available():
+        return None
+    try:
+        with model_path.open("rb") as f:
+            head = f.read(8)
+    except OSError:
+        return None
+    if len(head) < 8 or head[4:8] != b"TFL3":
+        return None
+    return arena_mod.start_host_arena_measurement(path=model_path)
 
 
 __all__ = ["EmitResult", "emit", "DEFAULT_TARGET"]

@@ -26,7 +26,7 @@ def targets_command(
     targets_dir: Annotated[Optional[Path], typer.Option("--targets-dir", help="Extra folder of target .toml files (also read: ~/.config/edgeq/targets).")] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
 ) -> None:
-    """List the build targets: CPU, float ABI, TFLM kernels, default flash/RAM budgets, QEMU boards."""
+    """List the build targets: build system, CPU, TFLM kernels, flash/RAM/PSRAM budgets, boards."""
     from edgeq.cli import set_debug
 
     set_debug(debug)
@@ -40,11 +40,15 @@ def targets_command(
     from rich.table import Table
 
     table = Table(title="edgeq targets (descriptions: --json)", title_justify="left")
-    for column in ("name", "cpu", "fpu", "abi", "kernels", "flash", "RAM", "QEMU boards"):
+    for column in ("name", "build system", "cpu", "kernels", "flash", "RAM", "PSRAM", "boards"):
         table.add_column(column, no_wrap=True)
     for t in targets:
-        table.add_row(t.name, t.cpu or "native", t.fpu or "-", t.float_abi or "-", t.kernels, _size(t.flash_bytes),
-                      _size(t.ram_bytes), ", ".join(t.boards) or "-")
+        cpu = t.cpu or "native"
+        if t.fpu or t.float_abi:
+            cpu += f" ({t.fpu or 'no fpu'}, {t.float_abi or 'soft'})"
+        boards = [f"{b} (default)" if b == t.default_board else b for b in t.boards]
+        table.add_row(t.name, t.build_system, cpu, t.kernels, _size(t.flash_bytes), _size(t.ram_bytes),
+                      _size(t.psram_bytes), ", ".join(boards) or "-")
     stdout.print(table)
 
 
