@@ -51,9 +51,12 @@ def _sample(run: Any) -> tuple[Any, Any]:
 
 
 def check_budget(run: Any, target: Any, opts: dict[str, Any]) -> Any:
-    """Budget figures for the report; raises ``BudgetError`` before anything is written."""
+    """Budget figures for the report; raises ``BudgetError`` (or ``UnsupportedOpError``
+    for an op the target's TFLM copy lacks) before anything is written."""
     from edgeq.codegen.budget import check_budget as _check
+    from edgeq.codegen.firmware import check_target_ops
 
+    check_target_ops(run.info, target)
     return _check(
         tflite=run.data,
         info=run.info,

@@ -79,6 +79,7 @@ class Target:
     psram_bytes: int | None = None
     default_board: str | None = None
     project: dict[str, Any] = field(default_factory=dict)
+    missing_ops: tuple[str, ...] = ()
 
     @property
     def is_cross(self) -> bool:
@@ -118,6 +119,7 @@ class Target:
             "boards": list(self.boards),
             "default_board": self.default_board,
             "project": dict(self.project),
+            "missing_ops": list(self.missing_ops),
             "source": self.source,
         }
 
@@ -239,6 +241,8 @@ def parse_target(path: Path) -> Target:
         psram_bytes=f.size("psram_bytes", None, 1),
         default_board=f.get("default_board", str, None, lambda v: bool(_BOARD_RE.match(v)), "must be a board name like 'mps2/an385'"),
         project=_project_table(f.get("project", dict, {}), f"{path} [project]"),
+        missing_ops=tuple(f.get("missing_ops", list, [], lambda v: all(isinstance(m, str) and re.match(r"^Add[A-Za-z0-9]+$", m) for m in v),
+                                "must be a list of MicroMutableOpResolver method names like 'AddReverseV2'")),
     )
     f.done()
     if toolchain != "arm-none-eabi" and (fpu or float_abi):

@@ -86,3 +86,17 @@ def _good(name: str) -> str:
     from tests.test_targets import GOOD
 
     return GOOD.format(name=name, extra="")
+
+
+def test_ops_missing_from_a_targets_tflm_are_refused() -> None:
+    from edgeq.codegen.firmware import check_target_ops
+    from edgeq.errors import UnsupportedOpError
+    from edgeq.tflite_info import parse
+    from tests.codegen_models import tiny_cnn
+
+    info = parse(Path(tiny_cnn()).read_bytes())
+    m4 = load_target("cortex-m4")
+    check_target_ops(info, m4)
+    with pytest.raises(UnsupportedOpError, match=r"CONV_2D \(AddConv2D\)") as exc:
+        check_target_ops(info, replace(m4, missing_ops=("AddConv2D", "AddReverseV2")))
+    assert exc.value.ops == ("CONV_2D (AddConv2D)",)

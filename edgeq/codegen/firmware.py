@@ -30,7 +30,7 @@ from edgeq.codegen.budget import BudgetFigures, check_budget
 from edgeq.codegen.scaffold import GeneratedFile, WriteResult, render_tree, write_tree
 from edgeq.codegen.jinja import render
 from edgeq.codegen.sources import SourceOptions, base_context, model_sources, sample_source
-from edgeq.errors import TargetError
+from edgeq.errors import TargetError, UnsupportedOpError
 from edgeq.targets import _BOARD_RE, Board, Target, load_board
 from edgeq.tflite_info import ModelInfo
 
@@ -114,6 +114,20 @@ def resolve_board(target: Target, board: str | None) -> tuple[Board | None, str 
     return None, name, warnings
 
 
+def check_target_ops(info: ModelInfo, target: Target) -> None:
+    """Refuse ops the target's TFLM copy lacks (an ecosystem library pinned to an older
+    TFLM has fewer ``Add*`` methods): better now than a resolver that does not compile."""
+    from edgeq.codegen.resolver import resolve_ops
+
+    absent = sorted(f"{r.name} ({r.method})" for r in resolve_ops(info) if r.method in target.missing_ops)
+    if absent:
+        raise UnsupportedOpError(
+            f"target {target.name!r} uses a TFLM copy without {', '.join(absent)}",
+            hint="replace those layers, or pick a target whose TFLM has them (the cmake-tflm targets use TFLM's own tree)",
+            ops=tuple(absent),
+        )
+
+
 def project_files(
     *,
     tflite: bytes,
@@ -137,9 +151,11 @@ def project_files(
         files.append(sample_source(info=info, options=options, source_name=source_name,
                                    sample_input=sample_input, reference_output=reference_output, dest=src))
     ctx = base_context(info=info, options=options, source_name=source_name)
-    ctx.update(has_sample=has_sample, exit_codes=EXIT_CODES, arena_rule=budget.arena.rule)
+    ctx.update(has_sample=has_sample, exit_codes=EXIT_CODES)
+    # The runner sees model facts only (StrictUndefined makes any target fact an error).
     files += runner_files(ctx, src)
     ctx.update(
+        arena_rule=budget.arena.rule,
         target=target,
         build_system=system,
         project=target.project,
@@ -203,6 +219,7 @@ def write_firmware(
     that does not fit the target, ``OutputExistsError`` for foreign files in the way.
     """
     board_obj, board_name, warnings = resolve_board(target, board)
+    check_target_ops(info, target)
     system = load_build_system(target.build_system)
     if (sample_input is None) != (reference_output is None):
         raise ValueError("sample_input and reference_output go together")
@@ -219,4 +236,4 @@ def write_firmware(
                           warnings=tuple(warnings))
 
 
-__all__ = ["FirmwareResult", "write_firmware", "check_budget", "project_files", "runner_files", "resolve_board", "qemu_command", "EXIT_CODES"]
+__all__ = ["FirmwareResult", "write_firmware", "check_budget", "project_files", "runner_files", "resolve_board", "check_target_ops", "qemu_command", "EXIT_CODES"]

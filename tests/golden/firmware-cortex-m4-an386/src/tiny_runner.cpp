@@ -53,7 +53,7 @@ alignas(TinyOpResolver) unsigned char g_resolver_storage[sizeof(TinyOpResolver)]
 alignas(tflite::MicroInterpreter) unsigned char g_interpreter_storage[sizeof(tflite::MicroInterpreter)];
 
 #ifndef TINY_EXTERNAL_ARENA
-// kTinyTensorArenaSize: host 2208 B x (1 + 5%) + CMSIS-NN (dsp) buffers 64 B + headroom 512 B, aligned to 16.
+// kTinyTensorArenaSize is in tiny_model_settings.h, sized there for the target.
 alignas(16) uint8_t g_tensor_arena[kTinyTensorArenaSize];
 #endif
 
