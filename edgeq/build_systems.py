@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgeq.errors import TargetError
+from edgeq.errors import TargetError, UserError
 from edgeq.resources import data_dir
 
 if TYPE_CHECKING:
@@ -38,6 +38,13 @@ class BuildSystem:
     optional_project_keys: tuple[str, ...]
     psram_arena: bool
     tflm_dir: bool
+    max_name_length: int = 64
+
+    def check_name(self, model_name: str) -> None:
+        """Names the ecosystem itself limits (an Arduino sketch: at most 63 characters)."""
+        if len(model_name) > self.max_name_length:
+            raise UserError(f"name {model_name!r} is {len(model_name)} characters; {self.description.split(' (')[0]} "
+                            f"allows at most {self.max_name_length}", hint="pass a shorter --name")
 
     def sources_dir(self, model_name: str) -> str:
         """Where model sources and the runner go; ``{name}`` is the model's C name
@@ -73,6 +80,7 @@ def load_build_system(name: str) -> BuildSystem:
         optional_project_keys=tuple(optional),
         psram_arena=f.get("psram_arena", bool, False),
         tflm_dir=f.get("tflm_dir", bool, False),
+        max_name_length=f.get("max_name_length", int, 64, lambda v: 1 <= v <= 64, "must be 1..64"),
     )
     f.done()
     return system

@@ -20,13 +20,17 @@ MANIFEST = ".edgeq-manifest.json"
 OWN_OUTPUTS = ("report.json", "report.md")
 
 
-def resolve_target(name: str, opts: dict[str, Any]) -> Any:
-    """The target, with ``--board`` checked against it now: before minutes of conversion."""
+def resolve_target(target_name: str, opts: dict[str, Any], *, name: str | None = None) -> Any:
+    """The target, with ``--board`` and the project name checked against it now: before
+    minutes of conversion."""
+    from edgeq.build_systems import load_build_system
     from edgeq.codegen.firmware import resolve_board
     from edgeq.targets import load_target
 
-    target = load_target(name, targets_dir=opts.get("targets_dir"))
+    target = load_target(target_name, targets_dir=opts.get("targets_dir"))
     resolve_board(target, opts.get("board"))  # unknown, or not one for this target
+    if name is not None:
+        load_build_system(target.build_system).check_name(name)
     return target
 
 

@@ -321,7 +321,7 @@ def build(
     out_dir = Path(out) if out is not None else Path("build") / cname
     fw_opts = dict(firmware or {})
     dry_run = bool(fw_opts.get("dry_run"))
-    tgt = firmware_step.resolve_target(target, fw_opts)
+    tgt = firmware_step.resolve_target(target, fw_opts, name=cname)
     if mode in MICRO_INCAPABLE and tgt.is_cross:
         raise UserError(
             f"--mode {mode} models do not run on TensorFlow Lite Micro (\"Hybrid models are not supported\")",
@@ -329,7 +329,8 @@ def build(
         )
     if not dry_run:
         firmware_step.check_out(out_dir, force=force)
-    opts = Options(calibration, eval_data, samples, QuantSettings(mode, io, allow_float_fallback), scale,
+    opts = Options(calibration, eval_data, samples,
+                   QuantSettings(mode, io, allow_float_fallback, per_channel_dense=tgt.per_channel_dense), scale,
                    max_accuracy_drop, qat, layer_report)
     run = _run(model_path, opts, micro_strict=True)
     firmware_step.check_budget(run, tgt, fw_opts)  # refuses before anything is written

@@ -34,6 +34,9 @@ class QuantSettings:
     mode: str = "int8"
     io: str | None = None  # None: the mode's default (uint8 for int8, float32 otherwise)
     allow_float_fallback: bool = False
+    # False: quantize dense (FULLY_CONNECTED) weights per tensor, for TFLM copies whose
+    # FULLY_CONNECTED kernel ignores per-channel scales (see Target.per_channel_dense).
+    per_channel_dense: bool = True
 
     @property
     def io_type(self) -> str:
@@ -92,6 +95,10 @@ def _configure(converter: Any, s: QuantSettings, calib: Samples | None, model: L
         return
     assert calib is not None
     converter.representative_dataset = _representative(calib, model)
+    if not s.per_channel_dense:
+        # TFLiteConverter's switch (tensorflow/lite/python/lite.py in TF 2.21); the default
+        # quantizes each output channel of a dense layer with its own scale.
+        converter._experimental_disable_per_channel_quantization_for_dense_layers = True
     if s.mode == "int8":
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     else:

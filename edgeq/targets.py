@@ -80,6 +80,10 @@ class Target:
     default_board: str | None = None
     project: dict[str, Any] = field(default_factory=dict)
     missing_ops: tuple[str, ...] = ()
+    # False: the target's TFLM copy runs FULLY_CONNECTED with one (per-tensor) requantization
+    # scale even when the weights carry per-channel scales, which TensorFlow (2.21 here) writes
+    # by default, so its outputs are wrong. edgeq then converts dense layers per tensor.
+    per_channel_dense: bool = True
 
     @property
     def is_cross(self) -> bool:
@@ -120,6 +124,7 @@ class Target:
             "default_board": self.default_board,
             "project": dict(self.project),
             "missing_ops": list(self.missing_ops),
+            "per_channel_dense": self.per_channel_dense,
             "source": self.source,
         }
 
@@ -243,6 +248,7 @@ def parse_target(path: Path) -> Target:
         project=_project_table(f.get("project", dict, {}), f"{path} [project]"),
         missing_ops=tuple(f.get("missing_ops", list, [], lambda v: all(isinstance(m, str) and re.match(r"^Add[A-Za-z0-9]+$", m) for m in v),
                                 "must be a list of MicroMutableOpResolver method names like 'AddReverseV2'")),
+        per_channel_dense=f.get("per_channel_dense", bool, True),
     )
     f.done()
     if toolchain != "arm-none-eabi" and (fpu or float_abi):

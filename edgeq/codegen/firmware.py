@@ -119,6 +119,17 @@ def check_target_ops(info: ModelInfo, target: Target) -> None:
     TFLM has fewer ``Add*`` methods): better now than a resolver that does not compile."""
     from edgeq.codegen.resolver import resolve_ops
 
+    if not target.per_channel_dense and any(op.name == "FULLY_CONNECTED" for op in info.ops):
+        # FULLY_CONNECTED weights are the 2-D constant int8/int4 tensors [out, in]; convolution
+        # weights are 4-D. Per-channel ones would be computed with one scale: wrong outputs.
+        if any(t.is_constant and t.per_channel > 1 and len(t.shape) == 2 and t.dtype in ("INT8", "INT4") for t in info.tensors):
+            raise UnsupportedOpError(
+                f"target {target.name!r} uses a TFLM copy whose FULLY_CONNECTED kernel ignores per-channel "
+                "weight scales, and this model's dense layers are quantized per channel: its outputs would be wrong",
+                hint="build from the Keras/SavedModel model (edgeq then quantizes dense layers per tensor for this "
+                     "target), or convert with TFLiteConverter._experimental_disable_per_channel_quantization_for_dense_layers = True",
+                ops=("FULLY_CONNECTED",),
+            )
     absent = sorted(f"{r.name} ({r.method})" for r in resolve_ops(info) if r.method in target.missing_ops)
     if absent:
         raise UnsupportedOpError(
@@ -224,6 +235,7 @@ def write_firmware(
     if (sample_input is None) != (reference_output is None):
         raise ValueError("sample_input and reference_output go together")
     options = SourceOptions.create(name=name, lang=lang, labels=labels, cpp_ext=system.cpp_ext)
+    system.check_name(options.name)
     host = host_arena_bytes if host_arena_bytes is not None else measure_host_arena(tflite, info=info)
     budget = check_budget(tflite=tflite, info=info, target=target, host_arena_bytes=host, flash=flash, ram=ram,
                           allow_over_budget=allow_over_budget)
