@@ -230,6 +230,8 @@ def write_firmware(
     that does not fit the target, ``OutputExistsError`` for foreign files in the way.
     """
     board_obj, board_name, warnings = resolve_board(target, board)
+    if flash is not None and ram is not None:
+        warnings = []  # --flash/--ram are this board's own budgets
     check_target_ops(info, target)
     system = load_build_system(target.build_system)
     if (sample_input is None) != (reference_output is None):
