@@ -1,23 +1,23 @@
 """Runs TFLite Micro's Python runtime in a child process (run as a script by ``edgeq.micro``).
 
 TFLM aborts or segfaults its whole process on a too-small arena or a failed kernel
-check, so the parent never imports it. Protocol: a JSON request on stdin, a JSON reply
-on stdout; the C-level stderr is captured to read the allocation report.
+check, so the parent never runs it. Protocol: a JSON request on stdin, a JSON reply
+on stdout; the C-level stderr is captured to read the allocation report. ``edgeq emit``
+instead forks its own process and calls ``measure_model`` in the child (see
+``edgeq.micro.MicroRun.forked_report``), so this module imports nothing heavy.
 
 Request: ``model`` (a .tflite path), ``bisect`` (also find the minimal arena and run
 every sample), ``inputs``/``outputs``/``n_outputs`` (npz files of samples and outputs;
 without ``inputs`` the model runs once on zeros shaped by TFLM's own input details),
-``max_arena`` (default: ``default_max_arena`` of the file size), ``digest`` (first write
-``edgeq-sha256 <hex>`` of the bytes measured to stderr, so a parent that started this run
-from a path before reading the file itself can prove both saw the same model).
+``max_arena`` (default: ``default_max_arena`` of the model size).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
+import struct
 import sys
 import tempfile
 from typing import TYPE_CHECKING, Any
@@ -109,7 +109,7 @@ def _zeros_from_details(interp: Any) -> list[np.ndarray]:
     """One zero batch per model input, shaped and typed as TFLM sees the inputs.
 
     The same arrays the parent would send (``np.zeros(shape, dtype)``, first row), read
-    from the interpreter instead, so a run can start from nothing but the model path.
+    from the interpreter instead, so a run needs nothing from its parent but the model.
     """
     import numpy as np
 
@@ -122,18 +122,123 @@ def _zeros_from_details(interp: Any) -> list[np.ndarray]:
         zeros.append(np.zeros(tuple(int(d) for d in details["shape"]), details["dtype"])[0:1])
 
 
-def measure(req: dict[str, Any]) -> dict[str, Any]:
-    import numpy as np
+_VAR_HANDLE = 142  # BuiltinOperator.VAR_HANDLE in TFLite's schema
+
+
+def _has_var_handle(model: bytes) -> bool:
+    """Whether any operator code is VAR_HANDLE (raises on a malformed flatbuffer).
+
+    Reads only ``Model.operator_codes[i].builtin_code`` (field 1, then field 3: numbering
+    that flatbuffers never changes); VAR_HANDLE (142) does not fit the deprecated int8 code.
+    """
+    def table_field(table: int, field: int) -> int | None:
+        vtable = table - struct.unpack_from("<i", model, table)[0]
+        vt_size = struct.unpack_from("<H", model, vtable)[0]
+        slot = 4 + 2 * field
+        offset = struct.unpack_from("<H", model, vtable + slot)[0] if slot + 2 <= vt_size else 0
+        return table + offset if offset else None
+
+    root = struct.unpack_from("<I", model, 0)[0]
+    codes = table_field(root, 1)
+    if codes is None:
+        return False
+    vector = codes + struct.unpack_from("<I", model, codes)[0]
+    for i in range(struct.unpack_from("<I", model, vector)[0]):
+        entry = vector + 4 + 4 * i
+        code = table_field(entry + struct.unpack_from("<I", model, entry)[0], 3)
+        if code is not None and struct.unpack_from("<i", model, code)[0] == _VAR_HANDLE:
+            return True
+    return False
+
+
+class _CoreInterpreter:
+    """What a report needs of ``runtime.Interpreter``, on TFLM's pybind core alone.
+
+    Why: importing the ``tflite_micro`` package also loads its flatbuffer schema and
+    compression tools, and ``Interpreter`` unpacks the whole model into Python objects to
+    count resource variables — ~40-60 ms of a run whose only product is one number, while
+    the parent formats the array on the same cores. Same constructor arguments as
+    ``Interpreter.__init__``; used only when the model has no VAR_HANDLE (0 resource
+    variables) and the core loads, else ``runtime.Interpreter`` runs.
+    """
+
+    def __init__(self, core: Any, model: bytes, arena_size: int) -> None:
+        config = core.PythonInterpreterConfig.kAllocationRecording
+        self._interpreter = core.InterpreterWrapper(model, [], arena_size, 0, config, 0)
+
+    def get_input_details(self, index: int) -> Any:
+        return self._interpreter.GetInputTensorDetails(index)
+
+    def set_input(self, data: Any, index: int) -> None:
+        self._interpreter.SetInputTensor(data, index)
+
+    def invoke(self) -> Any:
+        return self._interpreter.Invoke()
+
+    def print_allocations(self) -> None:
+        self._interpreter.PrintAllocations()
+
+
+def _load_core() -> Any:
+    """``tflite_micro``'s ``_runtime`` extension, loaded without its package (or None).
+
+    Registered under its real name, so a later ``import tflite_micro`` reuses it (a
+    pybind11 module cannot be initialised twice in one process).
+    """
+    import importlib.machinery
+    import importlib.util
+
+    name = "tflite_micro.python.tflite_micro._runtime"
+    if name in sys.modules:
+        return sys.modules[name]
+    try:
+        spec = importlib.util.find_spec("tflite_micro")
+        roots = list(spec.submodule_search_locations or []) if spec else []
+        for root in roots:
+            for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+                path = os.path.join(root, "python", "tflite_micro", "_runtime" + suffix)
+                if os.path.isfile(path):
+                    core_spec = importlib.util.spec_from_file_location(name, path)
+                    assert core_spec is not None and core_spec.loader is not None
+                    module = importlib.util.module_from_spec(core_spec)
+                    core_spec.loader.exec_module(module)
+                    sys.modules[name] = module
+                    return module
+    except Exception:  # any surprise: the public API below
+        return None
+    return None
+
+
+def _interpreter_factory(model: bytes, report_only: bool) -> Any:
+    """``from_bytes(model, arena_size=N)``: the pybind core for report-only runs of models
+    without resource variables, else ``tflite_micro.runtime.Interpreter``."""
+    if report_only:
+        try:
+            plain = not _has_var_handle(model)
+        except (struct.error, IndexError):
+            plain = False  # TFLM itself will say what is wrong with the model
+        core = _load_core() if plain else None
+        if core is not None and hasattr(core, "InterpreterWrapper"):
+            return lambda data, arena_size: _CoreInterpreter(core, data, arena_size)
     from tflite_micro import runtime
 
+    return runtime.Interpreter.from_bytes
+
+
+def measure(req: dict[str, Any]) -> dict[str, Any]:
     with open(req["model"], "rb") as f:
-        model = f.read()
-    if req.get("digest"):  # before TFLM runs: the parent must learn it even if TFLM crashes
-        sys.stderr.write(f"edgeq-sha256 {hashlib.sha256(model).hexdigest()}\n")
-        sys.stderr.flush()
+        return measure_model(f.read(), req)
+
+
+def measure_model(model: bytes, req: dict[str, Any]) -> dict[str, Any]:
+    """``measure`` on bytes in hand: also what a child forked by ``edgeq.micro`` runs."""
+    report_only = not req.get("bisect", True)
+    from_bytes = _interpreter_factory(model, report_only and not req.get("inputs"))
     first: list[np.ndarray] | None = None
     samples: list[np.ndarray] = []
     if req.get("inputs"):
+        import numpy as np
+
         with np.load(req["inputs"]) as z:
             samples = [z[f"x{i}"] for i in range(len(z.files))]
         first = [x[0:1] for x in samples]
@@ -141,7 +246,7 @@ def measure(req: dict[str, Any]) -> dict[str, Any]:
 
     def first_run() -> Any:
         try:
-            interp = runtime.Interpreter.from_bytes(model, arena_size=big)
+            interp = from_bytes(model, arena_size=big)
         except RuntimeError as exc:
             return exc
         for i, x in enumerate(first if first is not None else _zeros_from_details(interp)):
@@ -157,10 +262,13 @@ def measure(req: dict[str, Any]) -> dict[str, Any]:
     m = re.search(r"Arena allocation total (\d+) bytes", log)
     reported = int(m.group(1)) if m else None
 
-    if not req.get("bisect", True):  # only the allocation report was asked for (edgeq emit)
+    if report_only:  # only the allocation report was asked for (edgeq emit)
         return {"ok": True, "reported_bytes": reported, "bisected_bytes": None, "samples": 0}
     if first is None:
         raise ValueError("a bisecting run needs its samples in 'inputs'")
+    import numpy as np
+    from tflite_micro import runtime
+
     minimal = _minimal_arena(runtime, model, first, reported, big)
 
     outputs: list[list[np.ndarray]] = []

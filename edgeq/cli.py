@@ -6,6 +6,7 @@ This is the only module that turns ``EdgeqError`` into output and exit codes:
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from pathlib import Path
@@ -264,6 +265,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     set_debug("--debug" in args)
     try:
+        _fast_emit(args)  # returns only when typer must parse
         app(args=args, prog_name="edgeq")
     except EdgeqError as exc:
         if _DEBUG:
@@ -279,6 +281,38 @@ def main(argv: Optional[list[str]] = None) -> None:
     except KeyboardInterrupt:
         sys.stderr.write("\ninterrupted\n")
         sys.exit(130)
+
+
+def _fast_emit(args: list[str]) -> None:
+    """Run a plain ``edgeq emit`` command line without typer's parser, or return.
+
+    Why: typer's per-parameter pydantic coercion costs ~0.2 s, a third of the whole
+    ``emit`` run on a 10 MB model. ``edgeq.cli_fastpath`` computes the same values from
+    the same annotations and falls back to typer for anything but a plain command line.
+    """
+    if args[:1] != ["emit"] or "_EDGEQ_COMPLETE" in os.environ:
+        return
+    # emit does no linear algebra: OpenBLAS's thread pool, started when numpy loads, would
+    # only spin on the core the array is formatted on (~0.1 s of CPU). A user's setting wins.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    values = None
+    # A short run that makes no reference cycles worth collecting: the cyclic collector
+    # would only walk the ~10^5 objects numpy, Jinja and typer create as they load
+    # (~95 passes, 15-20 ms), and once more at exit (~45 ms). Memory is bounded by the
+    # model's size either way; files and the TFLM child are closed explicitly.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        from edgeq import cli_fastpath
+
+        values = cli_fastpath.parse(emit_command, args[1:])
+        if values is not None:
+            cli_fastpath.run(emit_command, values)  # exits, like typer's standalone mode
+    finally:
+        if values is not None:
+            gc.freeze()  # exiting: the interpreter's final collection skips frozen objects
+        if collecting:  # as it was, for typer's path and for callers of main() in-process
+            gc.enable()
 
 
 def _print_error(exc: EdgeqError) -> None:

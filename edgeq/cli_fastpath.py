@@ -18,7 +18,6 @@ checks that typer and this module produce the same values.
 
 from __future__ import annotations
 
-import inspect
 import os
 import re
 import sys
@@ -30,6 +29,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+try:  # typer >= 0.2x vendors click here; elsewhere there is no fast path
+    from typer import _click
+    from typer._click.exceptions import ClickException
+    from typer._click.utils import PacifyFlushWrapper
+    from typer.exceptions import Abort, Exit
+except ImportError:  # pragma: no cover
+    _click = None
+
 _KINDS = {bool: "flag", str: "str", int: "int", Path: "path"}
 # ParameterInfo attributes and the values under which typer does nothing beyond converting.
 _PLAIN = {
@@ -40,6 +47,7 @@ _PLAIN = {
     "is_flag": None, "flag_value": None, "mode": None, "lazy": None, "atomic": False,
 }
 _DIGITS = re.compile(r"[0-9]{1,18}")
+_DECL = re.compile(r"--[a-z][a-z0-9-]*|-[a-zA-Z]")  # "--help" is typer's own, never declared
 
 
 @dataclass(frozen=True)
@@ -62,7 +70,7 @@ class _Spec:
 def parse(command: Callable[..., Any], args: Sequence[str]) -> dict[str, Any] | None:
     """The keyword arguments typer would call ``command`` with for ``args``, or None to let
     typer parse (anything not plain; see the module docstring)."""
-    spec = _spec(command)
+    spec = _spec(command) if _click is not None else None
     if spec is None:
         return None
     values: dict[str, Any] = {}
@@ -116,18 +124,16 @@ def run(command: Callable[..., Any], values: dict[str, Any]) -> None:
     click's errors exit with their codes, a closed stdout pipe exits 1 quietly.
     ``EdgeqError`` propagates to ``edgeq.cli.main`` exactly as it does through typer.
     """
-    import typer
-    from typer import _click
-
+    assert _click is not None
     try:
         try:
             command(**values)
         except KeyboardInterrupt:
-            raise typer.Exit(130) from None
+            raise Exit(130) from None
         except EOFError:
             sys.stderr.write("\n")
-            raise _click.exceptions.Abort() from None
-        except _click.exceptions.ClickException as exc:
+            raise Abort() from None
+        except ClickException as exc:
             exc.show()
             sys.exit(exc.exit_code)
         except OSError as exc:
@@ -135,12 +141,12 @@ def run(command: Callable[..., Any], values: dict[str, Any]) -> None:
 
             if exc.errno != errno.EPIPE:
                 raise
-            sys.stdout = typing.cast(typing.TextIO, _click.utils.PacifyFlushWrapper(sys.stdout))
-            sys.stderr = typing.cast(typing.TextIO, _click.utils.PacifyFlushWrapper(sys.stderr))
+            sys.stdout = typing.cast(typing.TextIO, PacifyFlushWrapper(sys.stdout))
+            sys.stderr = typing.cast(typing.TextIO, PacifyFlushWrapper(sys.stderr))
             sys.exit(1)
-    except typer.Exit as exc:
+    except Exit as exc:
         sys.exit(exc.exit_code)
-    except _click.exceptions.Abort:
+    except Abort:
         _click.echo("Aborted!", file=sys.stderr)
         sys.exit(1)
     sys.exit(0)
@@ -174,38 +180,35 @@ def _convert(param: _Param, value: str) -> Any:
 
 @lru_cache(maxsize=8)
 def _spec(command: Callable[..., Any]) -> _Spec | None:
-    """Read ``command``'s parameters from its ``Annotated[..., typer.Option(...)]`` hints;
-    None if any of them uses something this module does not model."""
+    """``command``'s parameters as typer reads them (``typer.utils.get_params_from_function``:
+    ``Annotated`` option names and ``=`` defaults), or None if any of them uses something
+    this module does not model."""
     from typer.models import ArgumentInfo, OptionInfo
+    from typer.utils import get_params_from_function
 
     try:
-        hints = typing.get_type_hints(command, include_extras=True)
-    except Exception:  # unresolvable annotations: typer will say what is wrong
+        metas = get_params_from_function(command)
+    except Exception:  # typer will say what is wrong with the declaration
         return None
     options: dict[str, _Param] = {}
     arguments: list[_Param] = []
     params: list[_Param] = []
-    for name, sig in inspect.signature(command).parameters.items():
-        hint = hints.get(name)
-        if typing.get_origin(hint) is not typing.Annotated:
+    for name, meta in metas.items():
+        info = meta.default
+        if not isinstance(info, (OptionInfo, ArgumentInfo)) or any(getattr(info, k, v) != v for k, v in _PLAIN.items()):
             return None
-        base, *extras = typing.get_args(hint)
-        infos = [e for e in extras if isinstance(e, (OptionInfo, ArgumentInfo))]
-        if len(infos) != 1 or any(getattr(infos[0], k, v) != v for k, v in _PLAIN.items()):
-            return None
-        info = infos[0]
-        optional = typing.get_origin(base) in (typing.Union, types.UnionType) and type(None) in typing.get_args(base)
-        if optional:
+        base = meta.annotation
+        if typing.get_origin(base) in (typing.Union, types.UnionType) and type(None) in typing.get_args(base):
             rest = [a for a in typing.get_args(base) if a is not type(None)]
             if len(rest) != 1:
                 return None
             base = rest[0]
         enum = base if isinstance(base, type) and issubclass(base, Enum) else None
         kind = "enum" if enum is not None else _KINDS.get(base)
-        if kind is None or sig.kind not in (sig.POSITIONAL_OR_KEYWORD, sig.KEYWORD_ONLY):
+        if kind is None:
             return None
-        required = sig.default is inspect.Parameter.empty
-        param = _Param(name, kind, enum, required, None if required else sig.default, info)
+        required = info.default is ...
+        param = _Param(name, kind, enum, required, None if required else info.default, info)
         params.append(param)
         if isinstance(info, ArgumentInfo):
             if kind == "flag":
@@ -213,14 +216,12 @@ def _spec(command: Callable[..., Any]) -> _Spec | None:
             arguments.append(param)
             continue
         decls = tuple(info.param_decls or ())
-        if not decls or kind == "flag" and (required or sig.default is not False):
-            return None
+        if not decls or (kind == "flag" and info.default is not False):
+            return None  # typer's derived names and --x/--no-x pairs are not modelled
         for decl in decls:
-            if "/" in decl or " " in decl or not re.fullmatch(r"--[a-z][a-z0-9-]*|-[a-zA-Z]", decl) or decl in options:
+            if not _DECL.fullmatch(decl) or decl in options:
                 return None
             options[decl] = param
-    if "--help" in options:
-        return None
     return _Spec(options, tuple(arguments), tuple(params))
 
 

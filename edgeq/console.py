@@ -13,9 +13,10 @@ import json
 import os
 import sys
 import tempfile
-from typing import Any, Iterator, TextIO
+from typing import TYPE_CHECKING, Any, Iterator, TextIO
 
-from rich.console import Console
+if TYPE_CHECKING:  # pragma: no cover
+    from rich.console import Console
 
 
 def _saved_stderr() -> TextIO:
@@ -34,21 +35,44 @@ def _width(stream: TextIO) -> int | None:
         return 160
 
 
-_err_stream = _saved_stderr()
-err = Console(file=_err_stream, highlight=False, soft_wrap=True, width=_width(_err_stream))
-out = Console(highlight=False, soft_wrap=True, width=_width(sys.stdout))
+_err_stream = _saved_stderr()  # now, at import: later fd 2 may be quiet()'s sink
+_consoles: dict[str, Console] = {}
+
+
+def _console(name: str) -> Console:
+    """``err`` (stderr) or ``out`` (stdout), a rich console made on first use.
+
+    Why lazily: importing rich costs ~20-50 ms, and ``edgeq emit --json`` may print
+    nothing through it; every command used to pay for it before its first line.
+    """
+    if name not in _consoles:
+        from rich.console import Console
+
+        stream = _err_stream if name == "err" else sys.stdout
+        # `out` follows sys.stdout at print time (file=None), as it always did.
+        _consoles[name] = Console(file=stream if name == "err" else None, highlight=False, soft_wrap=True, width=_width(stream))
+    return _consoles[name]
+
+
+def __getattr__(name: str) -> Console:
+    """``from edgeq.console import err, out`` keeps working: module attributes on demand."""
+    if name in ("err", "out"):
+        return _console(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 #: Tail of what TensorFlow printed during the last ``quiet()`` block, for --debug and errors.
 last_captured: list[str] = []
 
 
 def warn(message: str) -> None:
+    err = _console("err")
     err.print("[yellow]warning:[/] ", end="", markup=True)
     err.print(message, markup=False)
 
 
 def info(message: str) -> None:
-    err.print(message, markup=False)
+    _console("err").print(message, markup=False)
 
 
 def print_json(document: dict[str, Any]) -> None:

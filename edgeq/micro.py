@@ -13,12 +13,13 @@ import functools
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from edgeq.errors import ModelError, UnsupportedOpError
 
@@ -27,8 +28,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from edgeq.tflite_info import ModelInfo
 
-# numpy, rich and the flatbuffer schema load lazily: `edgeq emit` starts a worker from
-# here before its process has imported any of them (see ``MicroRun.report``).
+# numpy, rich and the flatbuffer schema load lazily: importing this costs `edgeq emit`
+# nothing before it needs them.
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,6 @@ class MicroRun:
     ) -> None:
         """``bisect=False`` stops after the allocation report: no minimal arena, no outputs."""
         self.info: ModelInfo | None = info
-        self.from_path = False  # True for ``report`` runs: the worker read the user's file itself
         self._bisect = bisect
         self._tmp: tempfile.TemporaryDirectory[str] | None = tempfile.TemporaryDirectory(prefix="edgeq-micro-")
         t = Path(self._tmp.name)
@@ -141,18 +141,23 @@ class MicroRun:
         self._spawn(request)
 
     @classmethod
-    def report(cls, model: Path) -> "MicroRun":
-        """Start TFLM's allocation report for the .tflite at ``model``, before it is parsed.
+    def forked_report(cls, data: bytes) -> "MicroRun":
+        """TFLM's allocation report on ``data``, in a child forked from this process.
 
-        Why from a path: ``edgeq emit`` starts this first, so TFLM loads while the parent
-        is still importing numpy and Jinja and formatting the array. The worker needs
-        nothing else: it runs the model once on zeros shaped by TFLM's input details
-        (what the parent would have sent) and replies with the SHA-256 of the bytes it
-        measured, which ``result(expect_sha256=...)`` checks against the parent's read.
+        Why fork: a fresh interpreter for the worker costs ~0.1 s of CPU (start-up,
+        numpy, reading the model) before TFLM even loads; a forked child already has
+        numpy and the bytes, and its only work is TFLM's (~15 ms of CPU for 10 MB). It
+        is still a separate process, so a TFLM crash stays there. Only for callers
+        without other threads (``edgeq emit`` forks before it starts any): a fork copies
+        just the calling thread, not the locks others may hold. The child runs zeros
+        through the model, as the script worker does without samples.
         """
+        from edgeq import _micro_worker
+
         run = cls.__new__(cls)
-        run.info, run.from_path, run._bisect, run._tmp = None, True, False, None
-        run._spawn({"model": str(Path(model).resolve()), "bisect": False, "digest": True})
+        run.info, run._bisect, run._tmp = None, False, None
+        request = {"bisect": False}
+        run._proc = _ForkedChild(lambda: json.dumps(_micro_worker.measure_model(data, request)))
         return run
 
     def _spawn(self, request: dict[str, Any]) -> None:
@@ -178,16 +183,15 @@ class MicroRun:
         self._proc.communicate()
         self._cleanup()
 
-    def result(self, timeout: float = 600.0, *, info: ModelInfo | None = None, expect_sha256: str | None = None) -> MicroResult:
+    def result(self, timeout: float = 600.0, *, info: ModelInfo | None = None) -> MicroResult:
         """Wait for the worker; raise the same errors as ``check_micro``.
 
-        ``info`` names the model's ops in errors (required when started by ``report``);
-        with ``expect_sha256``, a worker that measured other bytes (the file changed
-        after it was started) raises ``StaleModelError``, whatever else happened.
+        ``info`` names the model's ops in errors (required for ``forked_report`` runs,
+        which start before the model is parsed).
         """
         if info is not None:
             self.info = info
-        assert self.info is not None, "MicroRun.result needs the ModelInfo of a run started by report()"
+        assert self.info is not None, "MicroRun.result needs the ModelInfo of a forked_report() run"
         ops = self.info.op_names
         try:
             stdout, stderr = self._proc.communicate(timeout=timeout)
@@ -195,9 +199,6 @@ class MicroRun:
             self.cancel()
             raise ModelError(f"the TFLM check did not finish within {timeout:.0f} s") from None
         try:
-            measured, stderr = _split_digest(stderr)
-            if expect_sha256 is not None and measured != expect_sha256:  # checked first: even a crash
-                raise StaleModelError("the model file changed while TFLM measured it")  # may be of other bytes
             if self._proc.returncode != 0:
                 raise ModelError(
                     f"TensorFlow Lite Micro crashed running the model (exit {self._proc.returncode}): " + _tail(stderr),
@@ -226,20 +227,82 @@ class MicroRun:
         return MicroResult(True, True, (), ops, None if minimal is None else int(minimal), reply["reported_bytes"], outputs)
 
 
-DIGEST_PREFIX = "edgeq-sha256 "  # the worker's first stderr line when asked for a digest
+class _ForkedChild:
+    """``subprocess.Popen``'s ``communicate``/``kill``/``returncode`` for a forked child.
 
+    The child runs ``target`` and writes the text it returns to a pipe (stdout's role);
+    its fd 2 goes to a temporary file (stderr's), which is where TFLM and a Python
+    traceback write. It leaves with ``os._exit``: no atexit handlers, no flushing of
+    buffers inherited from the parent. Exit status and signal deaths read as Popen's.
+    """
 
-class StaleModelError(ModelError):
-    """A run started from a path measured other bytes than the caller then read."""
+    def __init__(self, target: Callable[[], str]) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self._stderr = tempfile.TemporaryFile()
+        self._out, write_end = os.pipe()
+        self.returncode: int | None = None
+        try:
+            self.pid = os.fork()
+        except OSError:
+            os.close(self._out)
+            os.close(write_end)
+            self._stderr.close()
+            raise
+        if self.pid == 0:  # the child
+            code = 1
+            try:
+                os.close(self._out)
+                os.dup2(self._stderr.fileno(), 2)
+                with os.fdopen(write_end, "w") as out:
+                    out.write(target())
+                code = 0
+            except BaseException:  # noqa: BLE001 - reported through stderr and the exit code
+                import traceback
 
+                traceback.print_exc()
+            finally:
+                try:
+                    sys.stderr.flush()
+                finally:
+                    os._exit(code)
+        os.close(write_end)
 
-def _split_digest(stderr: str) -> tuple[str | None, str]:
-    """The worker's ``edgeq-sha256 <hex>`` first line (written before TFLM runs, so it
-    survives a crash) and the rest of its stderr."""
-    head, sep, rest = stderr.partition("\n")
-    if sep and head.startswith(DIGEST_PREFIX):
-        return head[len(DIGEST_PREFIX):].strip(), rest
-    return None, stderr
+    def communicate(self, timeout: float | None = None) -> tuple[str, str]:
+        import select
+        import time
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        chunks: list[bytes] = []
+        while self._out >= 0:
+            wait = None if deadline is None else deadline - time.monotonic()
+            if wait is not None and wait <= 0:
+                raise subprocess.TimeoutExpired(["edgeq-tflm-child"], timeout or 0.0)
+            if select.select([self._out], [], [], wait)[0]:
+                chunk = os.read(self._out, 1 << 16)
+                if chunk:
+                    chunks.append(chunk)
+                else:
+                    os.close(self._out)
+                    self._out = -1
+        self._reap()
+        if self._stderr.closed:  # communicated before (Popen allows this too)
+            return "", ""
+        self._stderr.seek(0)
+        err = self._stderr.read().decode("utf-8", "replace")
+        self._stderr.close()
+        return b"".join(chunks).decode("utf-8", "replace"), err
+
+    def kill(self) -> None:
+        if self.returncode is None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def _reap(self) -> None:
+        if self.returncode is None:
+            self.returncode = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
 
 
 def _max_arena(model_size: int) -> int:

@@ -36,7 +36,7 @@ class TensorInfo:
 
     @property
     def numpy_dtype(self) -> np.dtype:
-        import numpy as np  # lazily: `edgeq emit` starts its TFLM child before numpy loads
+        import numpy as np  # lazily: importing this module (the CLI does) must not load numpy
 
         return np.dtype(self.dtype.lower())
 

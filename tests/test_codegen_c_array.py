@@ -86,3 +86,42 @@ def test_head_and_tail_share_the_buffer() -> None:
     assert out.startswith(b"const unsigned char x[] = {\n  0x00,") and out.endswith(b"0x27,\n};\n")
     assert out == b"const unsigned char x[] = {\n" + format_c_bytes(data) + b"};\n"
     assert format_c_bytes(b"", head=b"a", tail=b"b") == b"ab"
+
+
+@pytest.mark.parametrize("size", [0, 5, 12, 1000, 700_000])
+def test_prefetch_gives_the_same_text(size: int) -> None:
+    """A prefetched body (formatted on another thread) is used by the next call on the
+    same object, with the text around it written in place; output never changes."""
+    from edgeq.codegen import c_array
+
+    data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8).tobytes()
+    expected = format_c_bytes(data, head=b"const unsigned char x[] = {\n", tail=b"};\n")
+    c_array.prefetch(data)
+    assert c_array._pending is not None
+    assert c_array.format_c_buffer(data, head=b"const unsigned char x[] = {\n", tail=b"};\n") == expected
+    assert c_array._pending is None  # claimed
+    c_array.prefetch(data)
+    huge = b"/" * (c_array._HEAD_ROOM + 1)  # does not fit the room: formatted anew
+    assert c_array.format_c_bytes(data, head=huge, tail=b"};\n") == huge + expected[28:]
+
+
+def test_prefetch_is_only_for_the_same_object() -> None:
+    from edgeq.codegen import c_array
+
+    data = bytes(range(200))
+    expected = format_c_bytes(data)
+    c_array.prefetch(data)
+    other = bytes(bytearray(data))  # equal, but another object: its own formatting
+    assert c_array.format_c_bytes(other) == expected
+    assert c_array._pending is not None and c_array._pending.data is data
+    c_array.discard_prefetch()
+    assert c_array._pending is None
+
+
+@pytest.mark.parametrize("head", [b"", b"h", b"ab", b"odd\n"])
+def test_text_around_the_body_any_length(head: bytes) -> None:
+    """The digits are copied as 2-byte units: an odd-length head must not shift them."""
+    data = np.random.default_rng(len(head)).integers(0, 256, 1000, dtype=np.uint8).tobytes()
+    out = format_c_bytes(data, head=head, tail=b"};\n")
+    assert out.startswith(head) and out.endswith(b"};\n")
+    assert parse_c_bytes(out[len(head) : -3]) == data

@@ -248,3 +248,150 @@ def test_bundled_example(example_tflite: Path, tmp_path: Path) -> None:
     run([require_tool("g++"), "-std=c++17", "-c", src / "digits_v2_model_data.cc", "-o", tmp_path / "host.o"])
     run([gcc, "-std=c11", "-o", tmp_path / "check", tmp_path / "main.c", tmp_path / "host.o"])
     assert run([tmp_path / "check", example_tflite]).stdout.startswith("ok ")
+
+
+def test_forked_measurement_equals_the_worker(tiny: Path, mobilenet: Path, example_tflite: Path) -> None:
+    """``emit`` measures in a child forked from its own process; the figure is the one the
+    script worker (``edgeq build``'s) reports, and a TFLM crash there is a readable error."""
+    require_module("tflite_micro")
+    from edgeq.codegen import arena
+    from edgeq.errors import ModelError
+    from edgeq.micro import MicroRun, _ForkedChild
+
+    import threading
+
+    for model in (tiny, mobilenet, example_tflite):
+        data, info = read_tflite(model)
+        run = MicroRun.forked_report(data)
+        assert isinstance(run._proc, _ForkedChild)
+        assert arena.finish_host_arena_measurement(run, info=info) == arena.measure_host_arena(data, info=info)
+    data, info = read_tflite(tiny)
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        assert arena.fork_host_arena_measurement(data) is None  # never fork beside another thread
+    finally:
+        stop.set()
+        other.join()
+    crash = MicroRun.forked_report(data)
+    crash._proc.kill()  # as TFLM's abort() would end it
+    with pytest.raises(ModelError, match="crashed"):
+        crash.result(60, info=info)
+    assert crash._proc.returncode == -9  # reaped: no zombie left
+
+
+def test_failed_emit_leaves_no_child(tiny: Path, tmp_path: Path) -> None:
+    """An error after the TFLM child started (here: a bad --section) stops and reaps it."""
+    require_module("tflite_micro")
+    import threading
+
+    from edgeq.micro import _ForkedChild
+
+    for stray in [t for t in threading.enumerate() if t.name == "edgeq-c-array"]:
+        stray.join()  # an earlier test's unclaimed prefetch: emit forks only without other threads
+    started: list[_ForkedChild] = []
+    real = _ForkedChild.__init__
+
+    def spy(self, *a, **kw):  # type: ignore[no-untyped-def]
+        real(self, *a, **kw)
+        started.append(self)
+
+    _ForkedChild.__init__ = spy  # type: ignore[method-assign]
+    try:
+        with pytest.raises(UserError, match="section"):
+            emit(tiny, out=tmp_path / "o", section='x"); system("')
+    finally:
+        _ForkedChild.__init__ = real  # type: ignore[method-assign]
+    assert started and all(p.returncode is not None for p in started)
+    assert not (tmp_path / "o").exists()
+
+
+def test_not_a_model_is_a_readable_error(tmp_path: Path) -> None:
+    from edgeq.errors import ModelError
+
+    bogus = tmp_path / "bogus.tflite"
+    bogus.write_bytes(b"\x00" * 64)
+    with pytest.raises(ModelError, match="not a TensorFlow Lite model"):
+        emit(bogus, out=tmp_path / "o")
+    assert not (tmp_path / "o").exists()
+
+
+def test_template_bytecode_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Compiled templates go to a private folder under the user's cache; an unusable
+    cache folder (a file, group-writable, read-only) only means compiling again."""
+    import os
+
+    from edgeq.codegen import jinja
+
+    def fresh(cache_home: Path) -> object:
+        monkeypatch.setenv("XDG_CACHE_HOME", str(cache_home))
+        jinja.bytecode_cache.cache_clear()
+        jinja.environment.cache_clear()
+        return jinja.bytecode_cache()
+
+    try:
+        cache = fresh(tmp_path / "cache")
+        assert cache is not None
+        folder = Path(cache.directory)  # type: ignore[attr-defined]
+        assert folder.stat().st_mode & 0o777 == 0o700
+        first = jinja.render("emit/_banner.j2", {"edgeq_version": "1", "source_name": "m", "model_sha256": "0", "model_size": 1})
+        assert any(folder.iterdir())
+        jinja.environment.cache_clear()
+        assert jinja.render("emit/_banner.j2", {"edgeq_version": "1", "source_name": "m", "model_sha256": "0", "model_size": 1}) == first
+        (tmp_path / "file").write_text("")
+        assert fresh(tmp_path / "file") is None  # not a folder
+        shared = tmp_path / "shared"
+        (shared / "edgeq").mkdir(parents=True)
+        cache = fresh(shared)
+        os.chmod(cache.directory, 0o770)  # type: ignore[attr-defined]
+        assert fresh(shared) is None  # others may write code into it
+        readonly = tmp_path / "ro"
+        cache = fresh(readonly)
+        os.chmod(cache.directory, 0o500)  # type: ignore[attr-defined]
+        try:
+            jinja.environment.cache_clear()
+            assert jinja.render("emit/_banner.j2", {"edgeq_version": "1", "source_name": "m", "model_sha256": "0", "model_size": 1}) == first
+        finally:
+            os.chmod(cache.directory, 0o700)  # type: ignore[attr-defined]
+    finally:
+        monkeypatch.undo()
+        jinja.bytecode_cache.cache_clear()
+        jinja.environment.cache_clear()
+
+
+def test_emit_process_imports_stay_lazy() -> None:
+    """``edgeq emit``'s own modules import nothing heavy: numpy loads when the array is
+    formatted, rich when something is printed through it, the schema when parsing."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nimport edgeq.cli, edgeq.codegen.emit, edgeq.micro, edgeq.console\n"
+        "heavy = [m for m in ('numpy', 'rich', 'jinja2', 'pydantic', 'ai_edge_litert') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("failure", ["refused", "crashed"])
+def test_tflm_failures_in_the_forked_child_are_readable(failure: str, tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The forked child inherits this process: a patched worker stands in for TFLM
+    refusing the model (a reply) or dying (a signal); emit raises a ModelError, writes nothing."""
+    require_module("tflite_micro")
+    import os
+    import signal
+
+    from edgeq import _micro_worker
+    from edgeq.errors import ModelError
+
+    def refuse(model: bytes, req: dict) -> dict:  # type: ignore[type-arg]
+        if failure == "crashed":
+            os.kill(os.getpid(), signal.SIGKILL)  # as TFLM's abort() would, without faulthandler noise
+        return {"ok": False, "error": "TFLM failed to allocate tensors", "log": "Node DEQUANTIZE failed to prepare", "missing_ops": []}
+
+    monkeypatch.setattr(_micro_worker, "measure_model", refuse)
+    with pytest.raises(ModelError, match="cannot run the model: Node DEQUANTIZE" if failure == "refused" else "crashed"):
+        emit(tiny, out=tmp_path / "o")
+    assert not (tmp_path / "o").exists()

@@ -96,7 +96,7 @@ def test_environment_is_strict(tmp_path: Path) -> None:
 def test_render_tree_skips_empty_templates() -> None:
     from edgeq.targets import load_target
 
-    ctx_common = {"edgeq_version": "t", "target": load_target("host"), "cross": False}
+    ctx_common = {"edgeq_version": "t", "source_name": "m.tflite", "model_sha256": "0" * 64, "target": load_target("host"), "cross": False}
     out = render_tree("cmake-tflm/cmake", ctx_common)
     assert out == []  # the toolchain file renders empty for the host: not written
     cross = render_tree("cmake-tflm/cmake", {**ctx_common, "target": load_target("cortex-m4"), "cross": True}, dest="x")

@@ -99,5 +99,5 @@ def test_bad_board_is_refused_before_conversion(tmp_path: Path) -> None:
     assert_clean_error(r, "unknown board", "qemu-mps2-an386")
     assert "converting" not in r.stderr  # refused before any TensorFlow work
     r = run_edgeq("build", "--example", "--target", "host", "--board", "qemu-mps2-an386", "--out", tmp_path / "out")
-    assert_clean_error(r, "does not fit target 'host'")
+    assert_clean_error(r, "needs a Cortex-M target, not 'host'")
     assert not (tmp_path / "out").exists()

@@ -14,15 +14,18 @@ upper bound (M55 and the LSTM exceed it). The rule, with parameters in each targ
 
 ``cmsis_nn_extra`` (``edgeq.codegen.cmsis_memory``) bounds what CMSIS-NN adds to the
 reference kernels: the largest per-op scratch buffer plus the kernel sums; 32-bit
-pointers only make the rest smaller. The percentage and headroom absorb differences
+pointers only make the rest smaller. On ESP-NN targets (``[arena] esp_nn``) the same
+term is ``esp_nn_extra`` (``edgeq.codegen.esp_nn_memory``): the scratch buffers
+esp-tflite-micro's ESP-NN kernels request. The percentage and headroom absorb differences
 between the TFLM version that measured the host figure and the one the firmware uses
 (about 270 B between two TFLM builds here) and planner layout effects.
 """
 
 from __future__ import annotations
 
+import os
+import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgeq.errors import ToolMissingError
@@ -32,8 +35,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from edgeq.targets import Target
     from edgeq.tflite_info import ModelInfo
 
-# Light on purpose (no numpy, no flatbuffer schema at import): ``edgeq emit`` imports
-# this to start TFLM's measurement before anything heavy loads.
+# Light on purpose (no numpy, no flatbuffer schema at import): ``edgeq emit`` imports it
+# with the CLI, long before it needs either.
 
 
 @dataclass(frozen=True)
@@ -53,16 +56,23 @@ class ArenaFigure:
 def target_arena(host_bytes: int, *, tflite: bytes | None, target: Target) -> ArenaFigure:
     """Apply ``target``'s arena rule to a host-measured arena (integer maths: deterministic).
 
-    ``tflite`` gives the CMSIS-NN term; without it only the percentage and headroom apply.
+    ``tflite`` gives the CMSIS-NN (or ESP-NN) term; without it only the percentage and headroom apply.
     """
     from edgeq.codegen.cmsis_memory import cmsis_nn_extra
+    from edgeq.codegen.esp_nn_memory import esp_nn_extra
 
     rule = target.arena
     scaled = -(-host_bytes * (100 + rule.scale_percent) // 100)
-    extra = cmsis_nn_extra(tflite, rule.cmsis_nn).total if (tflite is not None and rule.cmsis_nn) else 0
+    if rule.cmsis_nn:
+        extra = cmsis_nn_extra(tflite, rule.cmsis_nn).total if tflite is not None else 0
+        path = f"CMSIS-NN ({rule.cmsis_nn}) buffers {extra} B + "
+    elif rule.esp_nn:
+        extra = esp_nn_extra(tflite, rule.esp_nn) if tflite is not None else 0
+        path = f"ESP-NN ({rule.esp_nn}) buffers {extra} B + "
+    else:
+        extra, path = 0, ""
     raw = scaled + extra + rule.headroom_bytes
     aligned = -(-raw // rule.align_bytes) * rule.align_bytes
-    path = f"CMSIS-NN ({rule.cmsis_nn}) buffers {extra} B + " if rule.cmsis_nn else ""
     text = f"host {host_bytes} B x (1 + {rule.scale_percent}%) + {path}headroom {rule.headroom_bytes} B, aligned to {rule.align_bytes}"
     return ArenaFigure(target_bytes=aligned, host_bytes=host_bytes, cmsis_nn_bytes=extra, rule=text)
 
@@ -77,8 +87,7 @@ def measure_host_arena(tflite: bytes, *, info: ModelInfo | None = None, timeout:
     temporary allocations of kernel preparation, which the rule's margin covers on the
     target. ``ToolMissingError`` if tflite-micro is not installed.
     """
-    run = start_host_arena_measurement(tflite, info=info)
-    return finish_host_arena_measurement(run, tflite=tflite, info=info, timeout=timeout)
+    return finish_host_arena_measurement(start_host_arena_measurement(tflite, info=info), timeout=timeout)
 
 
 def _require_runtime() -> None:
@@ -92,23 +101,29 @@ def _require_runtime() -> None:
         )
 
 
-def start_host_arena_measurement(tflite: bytes | None = None, *, info: ModelInfo | None = None, path: Path | None = None) -> "MicroRun":
-    """Start the measurement without waiting, so the caller can format C meanwhile.
-
-    With ``path`` instead of bytes it starts before the caller has read or parsed the
-    model (``edgeq emit`` does this first thing); ``finish_host_arena_measurement``
-    then checks that the worker measured the bytes the caller read.
-    """
+def start_host_arena_measurement(tflite: bytes, *, info: ModelInfo | None = None) -> "MicroRun":
+    """Start the measurement without waiting, so the caller can format C meanwhile."""
     _require_runtime()
     from edgeq.micro import MicroRun
-
-    if tflite is None:
-        if path is None:
-            raise TypeError("start_host_arena_measurement needs the model bytes or its path")
-        return MicroRun.report(Path(path))
     from edgeq.tflite_info import parse
 
     return MicroRun(tflite, info if info is not None else parse(tflite), None, bisect=False)
+
+
+def fork_host_arena_measurement(tflite: bytes) -> "MicroRun | None":
+    """``start_host_arena_measurement`` in a child forked from this process, or None where
+    that is not possible (no tflite-micro, no ``fork``, other threads running).
+
+    Why: a fresh worker interpreter spends ~0.1 s of CPU on start-up and numpy before
+    TFLM loads; a forked child has both already, and the bytes (``MicroRun.forked_report``).
+    Needs no ``ModelInfo`` (pass it to ``finish_host_arena_measurement``). A fork copies
+    only the calling thread, so it is refused while other Python threads run.
+    """
+    from edgeq.micro import MicroRun, runtime_available
+
+    if not (hasattr(os, "fork") and threading.active_count() == 1 and runtime_available()):
+        return None
+    return MicroRun.forked_report(tflite)
 
 
 def cancel_host_arena_measurement(run: "MicroRun") -> None:
@@ -116,24 +131,13 @@ def cancel_host_arena_measurement(run: "MicroRun") -> None:
     run.cancel()
 
 
-def finish_host_arena_measurement(
-    run: "MicroRun", *, tflite: bytes | None = None, info: ModelInfo | None = None, timeout: float = 300.0
-) -> int:
-    """Wait for ``run``'s figure. A run started from a path needs the bytes the caller
-    read (``tflite``, ``info``): if the file changed in between, those are measured again."""
-    from edgeq.micro import StaleModelError
-
-    if tflite is not None and info is None:
-        from edgeq.tflite_info import parse
-
-        info = parse(tflite)
-    try:
-        result = run.result(timeout, info=info, expect_sha256=info.sha256 if run.from_path and info is not None else None)
-    except StaleModelError:
-        assert tflite is not None and info is not None
-        return measure_host_arena(tflite, info=info, timeout=timeout)
+def finish_host_arena_measurement(run: "MicroRun", *, info: ModelInfo | None = None, timeout: float = 300.0) -> int:
+    """Wait for ``run``'s figure; ``info`` names the model's ops in TFLM's errors (needed
+    for a forked run, which started before the model was parsed)."""
+    result = run.result(timeout, info=info)
     assert result.arena_reported_bytes is not None
     return int(result.arena_reported_bytes)
 
 
-__all__ = ["ArenaFigure", "target_arena", "measure_host_arena", "start_host_arena_measurement", "finish_host_arena_measurement", "cancel_host_arena_measurement"]
+__all__ = ["ArenaFigure", "target_arena", "measure_host_arena", "start_host_arena_measurement", "fork_host_arena_measurement",
+           "finish_host_arena_measurement", "cancel_host_arena_measurement"]

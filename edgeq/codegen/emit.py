@@ -3,9 +3,9 @@
 Writes ``<name>_model_data.h`` + ``.c``/``.cc`` (the 16-byte aligned array),
 ``<name>_model_settings.h`` (I/O shapes, quantization, ``k<Name>TensorArenaSize``,
 labels) and ``<name>_op_resolver.h`` (exactly the model's ops). The arena is measured on
-the host with TFLM in a child process — started first, before this module even imports
-numpy, Jinja and the flatbuffer schema, so it runs while they load and the array is
-formatted — then turned into the target's figure by the target's arena rule.
+the host with TFLM in a child process — forked as soon as numpy is loaded, so it runs
+while Jinja and the flatbuffer schema load and the array is formatted — then turned into
+the target's figure by the target's arena rule.
 """
 
 from __future__ import annotations
@@ -90,14 +90,21 @@ def emit(
         raise ModelError(f"no such model file: {model_path}", hint="check the path")
     if arena_bytes is not None and arena_bytes <= 0:
         raise UserError(f"arena_bytes must be positive, got {arena_bytes}")
-    # The TFLM child starts before anything heavy is imported or read: it loads TFLM
-    # while this process imports numpy/Jinja, parses and formats. `run` is None once
-    # its result is in; any failure below stops it.
+    # TFLM measures in a child forked as soon as numpy is loaded (the child needs it) and
+    # before any thread starts; the array then formats on other threads while this one
+    # imports Jinja and parses. `run` is None once its result is in; any failure below
+    # stops it.
     measure = arena_bytes is None and not dry_run
-    run = _start_measurement(model_path) if measure else None
+    run = None
+    prefetching = False
     try:
         tgt = load_target(target or DEFAULT_TARGET, targets_dir=targets_dir)
         data = model_path.read_bytes()
+        from edgeq.codegen import c_array
+
+        run = _start_measurement(data) if measure else None
+        c_array.prefetch(data)
+        prefetching = True
         from edgeq.codegen.resolver import resolve_ops
         from edgeq.codegen.sources import SourceOptions, label_warnings, model_data_source, model_sources, read_labels
         from edgeq.tflite_info import parse
@@ -107,7 +114,7 @@ def emit(
         except ModelError as exc:
             raise ModelError(f"{model_path}: {exc.message}", exc.hint) from None
         ops = resolve_ops(info)  # an op TFLM lacks fails here, before waiting for TFLM
-        if measure and run is None:  # not started early: ToolMissingError is raised here, as always
+        if measure and run is None:  # not forked: a worker (or ToolMissingError) here, as always
             run = arena_mod.start_host_arena_measurement(data, info=info)
         requested = name if name is not None else model_path.stem
         options = SourceOptions.create(
@@ -115,11 +122,15 @@ def emit(
             labels=read_labels(labels) if labels else None, labels_source=Path(labels).name if labels else "",
         )
         data_file = model_data_source(tflite=data, info=info, options=options, source_name=model_path.name)
-        host = arena_mod.finish_host_arena_measurement(run, tflite=data, info=info) if run is not None else arena_bytes
+        host = arena_mod.finish_host_arena_measurement(run, info=info) if run is not None else arena_bytes
         run = None
     finally:
         if run is not None:  # something failed: do not leave the child behind
             arena_mod.cancel_host_arena_measurement(run)
+        if prefetching:
+            from edgeq.codegen import c_array
+
+            c_array.discard_prefetch()  # claimed by now unless something failed
     if host is None:
         figure = ArenaFigure(target_bytes=0, host_bytes=None, cmsis_nn_bytes=0, rule="dry run: arena not measured")
     else:
@@ -141,23 +152,12 @@ def emit(
     )
 
 
-def _start_measurement(model_path: Path) -> "MicroRun | None":
-    """Start TFLM's report on the file, or None to leave it to the usual place: without
-    tflite-micro (whose error must come after the model's own errors) or when the file
-    cannot be a model (no ``TFL3`` identifier: the parse raises the readable error, and
-    no child is started on bytes TFLM would only crash on)."""
-    from edgeq.micro import runtime_available
-
-    if not runtime_available():
-        return None
-    try:
-        with model_path.open("rb") as f:
-            head = f.read(8)
-    except OSError:
-        return None
-    if len(head) < 8 or head[4:8] != b"TFL3":
-        return None
-    return arena_mod.start_host_arena_measurement(path=model_path)
+def _start_measurement(data: bytes) -> "MicroRun | None":
+    """Fork TFLM's measurement now, or None to leave it to the usual place (after the
+    parse): without tflite-micro or fork, whose errors must come after the model's own,
+    or when the bytes cannot be a model (no ``TFL3`` identifier: the parse raises the
+    readable error, and no child is started on bytes TFLM would only crash on)."""
+    return arena_mod.fork_host_arena_measurement(data) if data[4:8] == b"TFL3" else None
 
 
 __all__ = ["EmitResult", "emit", "DEFAULT_TARGET"]
