@@ -2,7 +2,7 @@
 TFLite converter (Keras 3 → SavedModel export → full-integer uint8 I/O).
 
 Conversions cost seconds, so they are cached per process (``lru_cache``) and shared by
-every test module that imports these helpers; only two models are ever converted.
+every test module that imports these helpers; only a few models are ever converted.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 _ROOT = Path(tempfile.mkdtemp(prefix="edgeq-codegen-models-"))
 
 
-def _convert(model, shape: tuple[int, ...], path: Path, samples: int, dyadic: bool = False) -> Path:
+def _convert(model, shape: tuple[int, ...], path: Path, samples: int, dyadic: bool = False, per_channel_dense: bool = True) -> Path:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import tensorflow as tf
 
@@ -38,12 +38,14 @@ def _convert(model, shape: tuple[int, ...], path: Path, samples: int, dyadic: bo
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = tf.uint8
     converter.inference_output_type = tf.uint8
+    if not per_channel_dense:  # as edgeq converts for targets with per_channel_dense = false
+        converter._experimental_disable_per_channel_quantization_for_dense_layers = True
     path.write_bytes(converter.convert())
     return path
 
 
-@lru_cache(maxsize=1)
-def tiny_cnn() -> Path:
+@lru_cache(maxsize=2)
+def tiny_cnn(per_channel_dense: bool = True) -> Path:
     """Conv → max-pool → dense → softmax on 8x8x1, uint8 I/O (about 3 KB).
 
     Weights are fixed multiples of 1/8 and layers are named, so the converted model's
@@ -64,7 +66,8 @@ def tiny_cnn() -> Path:
         weights = layer.get_weights()
         if weights:
             layer.set_weights([((np.arange(w.size).reshape(w.shape) * 5) % 7 - 3).astype(np.float32) / 8 for w in weights])
-    return _convert(model, (8, 8, 1), _ROOT / "tiny.tflite", samples=16, dyadic=True)
+    name = "tiny.tflite" if per_channel_dense else "tiny-per-tensor-dense.tflite"
+    return _convert(model, (8, 8, 1), _ROOT / name, samples=16, dyadic=True, per_channel_dense=per_channel_dense)
 
 
 @lru_cache(maxsize=1)
