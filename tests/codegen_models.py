@@ -70,18 +70,19 @@ def tiny_cnn(per_channel_dense: bool = True) -> Path:
     return _convert(model, (8, 8, 1), _ROOT / name, samples=16, dyadic=True, per_channel_dense=per_channel_dense)
 
 
-@lru_cache(maxsize=1)
-def mobilenet_025() -> Path:
-    """MobileNet v1, alpha 0.25, 96x96x3, 10 classes, untrained (about 300 KB).
+@lru_cache(maxsize=2)
+def mobilenet_025(size: int = 96) -> Path:
+    """MobileNet v1, alpha 0.25, size x size x 3, 10 classes, untrained (about 300 KB).
 
     No softmax: on untrained logits TFLM's softmax aborts (input scale too large).
     """
     import keras
 
     keras.utils.set_random_seed(2)
-    base = keras.applications.MobileNet(input_shape=(96, 96, 3), alpha=0.25, weights=None, include_top=False, pooling="avg")
+    base = keras.applications.MobileNet(input_shape=(size, size, 3), alpha=0.25, weights=None, include_top=False, pooling="avg")
     model = keras.Sequential([base, keras.layers.Dense(10)])
-    return _convert(model, (96, 96, 3), _ROOT / "mobilenet_025.tflite", samples=4)
+    name = "mobilenet_025.tflite" if size == 96 else f"mobilenet_025_{size}.tflite"
+    return _convert(model, (size, size, 3), _ROOT / name, samples=4)
 
 
 def sample_and_reference(tflite: bytes, *, seed: int = 123) -> tuple[list[np.ndarray], list[np.ndarray]]:

@@ -122,12 +122,12 @@ def check_budget(
             f" > {figures.ram_limit:,} B available"
             + (f", and the arena exceeds the {psram:,} B of PSRAM too" if psram is not None else "")
         )
-    psram_hint = "" if psram is not None else ", a board with PSRAM (e.g. esp32s3)"
+    psram_hint = "" if psram is not None else " or with PSRAM (e.g. esp32s3)"
     raise BudgetError(
         f"the model does not fit target {target.name!r}: " + "; ".join(problems),
-        hint="shrink the model (fewer channels, smaller input) or quantize to int8 (--mode int8), "
-        f"pick another board{psram_hint} (`edgeq targets`), give your part's real sizes with --flash/--ram, "
-        "or pass --allow-over-budget",
+        hint="shrink the model (fewer channels, smaller input; int8 if it is not: --mode int8), "
+        f"pick a board with more memory{psram_hint} (`edgeq targets`), give your part's real sizes with "
+        "--flash/--ram, or pass --allow-over-budget",
     )
 
 
