@@ -153,6 +153,7 @@ def project_files(
     board_name: str | None = None,
 ) -> list[GeneratedFile]:
     """Every file of the project, rendered in memory (nothing is written here)."""
+    board_name = board_name if board_name is not None else (board.name if board else None)
     system = load_build_system(target.build_system)
     src = system.sources_dir(options.name)
     files = model_sources(tflite=tflite, info=info, options=options, source_name=source_name,
@@ -171,7 +172,7 @@ def project_files(
         build_system=system,
         project=target.project,
         board=board,
-        board_name=board_name if board_name is not None else (board.name if board else None),
+        board_name=board_name,
         cross=target.is_cross,
         cmsis_nn=target.kernels == "cmsis_nn",
         needs_signal=any(op.custom and op.name.startswith("Signal") for op in info.ops),
@@ -184,7 +185,10 @@ def project_files(
         src_dir=src,
         board_dir=BOARD_DIR,
     )
-    files += render_tree(target.build_system, ctx, path_vars={"__name__": options.name})
+    path_vars = {"__name__": options.name}
+    if board_name:  # e.g. Zephyr's boards/<board>.conf, '/' as '_' (mps2/an385 -> mps2_an385)
+        path_vars["__board__"] = board_name.replace("/", "_")
+    files += render_tree(target.build_system, ctx, path_vars=path_vars)
     if board is not None:
         files += render_tree("boards/common", ctx, dest=BOARD_DIR, overrides=f"boards/{board.name}")
     return files

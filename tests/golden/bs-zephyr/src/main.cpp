@@ -11,6 +11,12 @@
 // 2 setup failed (schema, op resolver, AllocateTensors), 3 Invoke() failed.
 #include <zephyr/kernel.h>
 #include <zephyr/sys/printk.h>
+#ifdef CONFIG_SEMIHOST
+// Zephyr 4.1's semihost.h has no extern "C" guard of its own.
+extern "C" {
+#include <zephyr/arch/common/semihost.h>
+}
+#endif
 
 #include "tiny_runner.h"
 
@@ -23,7 +29,13 @@ void PrintLine(const char* line) { printk("%s", line); }
 int main(void) {
   const int status = tiny_run(PrintLine);
   printk("edgeq: done, status %d\n", status);
-  // Returning ends the main thread; the system stays up idle (under QEMU, quit with
-  // Ctrl-A then X).
+#ifdef CONFIG_SEMIHOST
+  // QEMU boards (boards/<board>.conf): SYS_EXIT ends QEMU, with exit code 0 for
+  // ADP_Stopped_ApplicationExit and 1 for any other reason (here: RunTimeErrorUnknown).
+  semihost_exec(static_cast<enum semihost_instr>(0x18),
+                reinterpret_cast<void*>(status == 0 ? 0x20026 : 0x20024));
+#endif
+  // Returning ends the main thread; the system stays up idle (under QEMU without
+  // semihosting, quit with Ctrl-A then X).
   return 0;
 }
