@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,7 +44,7 @@ class BuildSystem:
     def check_name(self, model_name: str) -> None:
         """Names the ecosystem itself limits (an Arduino sketch: at most 63 characters)."""
         if len(model_name) > self.max_name_length:
-            raise UserError(f"name {model_name!r} is {len(model_name)} characters; {self.description.split(' (')[0]} "
+            raise UserError(f"name {model_name!r} is {len(model_name)} characters; build system {self.name!r} "
                             f"allows at most {self.max_name_length}", hint="pass a shorter --name")
 
     def sources_dir(self, model_name: str) -> str:
@@ -59,8 +60,10 @@ def build_system_file(name: str) -> Path:
     return data_dir("templates") / name / "build_system.toml"
 
 
+@lru_cache(maxsize=None)
 def load_build_system(name: str) -> BuildSystem:
-    """Load and validate ``templates/<name>/build_system.toml``."""
+    """Load and validate ``templates/<name>/build_system.toml`` (once per process: the
+    packaged templates do not change while edgeq runs, and a build asks several times)."""
     from edgeq.targets import _Fields, _read_toml
 
     path = build_system_file(name)

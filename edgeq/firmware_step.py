@@ -70,11 +70,6 @@ def check_budget(run: Any, target: Any, opts: dict[str, Any]) -> Any:
         ram=opts.get("ram"),
         allow_over_budget=bool(opts.get("allow_over_budget")),
     )
-    doc = result.to_dict()
-    doc["out_dir"] = str(final)
-    if isinstance(doc.get("write"), dict):
-        doc["write"]["out_dir"] = str(final)
-    return doc
 
 
 def _host_arena(run: Any) -> int:
@@ -93,6 +88,7 @@ def write(dest: Path, previous: Path | None, run: Any, *, name: str, target: Any
 
     Returns the firmware part of the report, naming ``final`` (where the files end up),
     never the staging folder: reports must not change from one identical run to the next.
+    The firmware step's warnings (e.g. a board budgeted as the default) join ``run.warnings``.
     """
     from edgeq.codegen.firmware import write_firmware
 
@@ -125,6 +121,10 @@ def write(dest: Path, previous: Path | None, run: Any, *, name: str, target: Any
         ram=opts.get("ram"),
         allow_over_budget=bool(opts.get("allow_over_budget")),
     )
+    from edgeq.pipeline import _warn
+
+    for message in result.warnings:  # printed now and kept for the report, dry run or not
+        _warn(run.warnings, message)
     doc = result.to_dict()
     doc["out_dir"] = str(final)
     if isinstance(doc.get("write"), dict):

@@ -130,7 +130,8 @@ class MicroRun:
         self._tmp: tempfile.TemporaryDirectory[str] | None = tempfile.TemporaryDirectory(prefix="edgeq-micro-")
         t = Path(self._tmp.name)
         (t / "model.tflite").write_bytes(data)
-        request: dict[str, Any] = {"model": str(t / "model.tflite"), "bisect": bisect, "max_arena": _max_arena(info.size_bytes)}
+        # No "max_arena": the worker derives its ceiling from the model's size itself.
+        request: dict[str, Any] = {"model": str(t / "model.tflite"), "bisect": bisect}
         if bisect or samples is not None:
             import numpy as np
 
@@ -303,11 +304,6 @@ class _ForkedChild:
     def _reap(self) -> None:
         if self.returncode is None:
             self.returncode = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
-
-
-def _max_arena(model_size: int) -> int:
-    """The reporting run's arena (same rule as the worker's default)."""
-    return max(64 << 20, 8 * model_size)
 
 
 def _tail(text: str, lines: int = 6) -> str:

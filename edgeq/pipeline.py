@@ -337,8 +337,6 @@ def build(
     common = dict(name=cname, target=tgt, force=force, final=out_dir, opts=fw_opts)
     if dry_run:
         fw = firmware_step.write(out_dir, None, run, dry_run=True, **common)
-        for message in fw.get("warnings", []):
-            _warn(run.warnings, message)
         return _report(run, "build", None, mode=mode, target=tgt.to_dict(), firmware=fw, out_dir=str(out_dir))
     with staged_dir(out_dir) as tmp:
         if run.layers is not None:
@@ -347,8 +345,6 @@ def build(
             if save_chart(run.layers, tmp / "layer_report.png"):  # only with matplotlib (edgeq[plots])
                 run.layers = dataclasses.replace(run.layers, chart=str(out_dir / "layer_report.png"))
         fw = firmware_step.write(tmp, out_dir if out_dir.is_dir() else None, run, **common)
-        for message in fw.get("warnings", []):
-            _warn(run.warnings, message)
         for f in fw.get("write", {}).get("files", []):
             if f["action"] == "kept":
                 _warn(run.warnings, f"kept your edited {f['path']} (pass --force to regenerate it)")

@@ -258,12 +258,12 @@ def parse_target(path: Path) -> Target:
     from edgeq.build_systems import check_target_project
 
     check_target_project(target, where=str(path))
-    if (target.kernels == "esp_nn") != bool(arena.esp_nn):
-        raise TargetError(f"{path}: field 'arena.esp_nn' must be set exactly when kernels = \"esp_nn\"",
-                          hint=f"one of {_ESP_NN_PATHS}: the ESP-NN code path of this chip")
-    if (target.kernels == "cmsis_nn") != bool(arena.cmsis_nn):
-        raise TargetError(f"{path}: field 'arena.cmsis_nn' must be set exactly when kernels = \"cmsis_nn\"",
-                          hint=f"one of {_CMSIS_PATHS}: the CMSIS-NN code path of this CPU")
+    # Each optimised kernel set has its own arena term, so its code path must be named.
+    for kernels, code_path, paths, what in (("esp_nn", arena.esp_nn, _ESP_NN_PATHS, "ESP-NN code path of this chip"),
+                                            ("cmsis_nn", arena.cmsis_nn, _CMSIS_PATHS, "CMSIS-NN code path of this CPU")):
+        if (target.kernels == kernels) != bool(code_path):
+            raise TargetError(f"{path}: field 'arena.{kernels}' must be set exactly when kernels = \"{kernels}\"",
+                              hint=f"one of {paths}: the {what}")
     return target
 
 
@@ -274,7 +274,7 @@ def _project_table(table: dict[str, Any], where: str) -> dict[str, Any]:
         if not _PROJECT_KEY_RE.match(key):
             raise TargetError(f"{where}: key {key!r} must be lower_snake_case")
         ok = isinstance(value, (str, int, bool)) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
-        if not ok or isinstance(value, float):
+        if not ok:
             raise TargetError(f"{where}: field '{key}' must be a string, integer, boolean or list of strings, got {value!r}")
         for text in value if isinstance(value, list) else [value]:
             if isinstance(text, str) and any(c in text for c in '\n\r"\\`$'):

@@ -100,3 +100,25 @@ def test_ops_missing_from_a_targets_tflm_are_refused() -> None:
     with pytest.raises(UnsupportedOpError, match=r"CONV_2D \(AddConv2D\)") as exc:
         check_target_ops(info, replace(m4, missing_ops=("AddConv2D", "AddReverseV2")))
     assert exc.value.ops == ("CONV_2D (AddConv2D)",)
+
+
+def test_named_and_fixed_boards() -> None:
+    zephyr = load_target("zephyr")
+    assert resolve_board(zephyr, None) == (None, "mps2/an385", [])
+    _, name, warnings = resolve_board(zephyr, "nrf52840dk/nrf52840")
+    assert name == "nrf52840dk/nrf52840" and "--flash/--ram" in warnings[0]
+    assert resolve_board(zephyr, "nrf52840dk/nrf52840", own_budgets=True)[2] == []
+    with pytest.raises(TargetError, match="invalid board name"):
+        resolve_board(zephyr, "Bad Board")
+    with pytest.raises(TargetError, match="has a fixed board"):
+        resolve_board(load_target("rp2040"), "pico_w")
+
+
+def test_arduino_sketch_names_are_limited() -> None:
+    from edgeq.errors import UserError
+
+    arduino = load_build_system("arduino")
+    arduino.check_name("a" * 63)
+    with pytest.raises(UserError, match="64 characters; build system 'arduino' allows at most 63"):
+        arduino.check_name("a" * 64)
+    load_build_system("cmake-tflm").check_name("a" * 64)

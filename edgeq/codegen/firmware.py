@@ -34,7 +34,6 @@ from edgeq.errors import TargetError, UnsupportedOpError
 from edgeq.targets import _BOARD_RE, Board, Target, load_board
 from edgeq.tflite_info import ModelInfo
 
-SRC_DIR = "src"
 BOARD_DIR = "board"
 # Firmware exit codes, shared by main.cc, startup.c and the README.
 EXIT_CODES = {"match": 0, "mismatch": 1, "setup_failed": 2, "invoke_failed": 3, "fault": 4}
@@ -85,12 +84,13 @@ def qemu_command(board: Board, elf: str = "firmware.elf") -> list[str]:
     ]
 
 
-def resolve_board(target: Target, board: str | None) -> tuple[Board | None, str | None, list[str]]:
+def resolve_board(target: Target, board: str | None, *, own_budgets: bool = False) -> tuple[Board | None, str | None, list[str]]:
     """What ``--board`` means for the target's build system: a QEMU board folder
     (CMake), a board id passed to the ecosystem's tools (Zephyr), or nothing.
 
     Returns the QEMU ``Board`` (or ``None``), the board name written into the project,
-    and warnings (a board whose memory edgeq does not know is budgeted as the default).
+    and warnings (a board whose memory edgeq does not know is budgeted as the default,
+    unless ``own_budgets``: the user gave that board's --flash and --ram).
     """
     system = load_build_system(target.build_system)
     if system.board_kind == "qemu":
@@ -108,7 +108,7 @@ def resolve_board(target: Target, board: str | None) -> tuple[Board | None, str 
     if name is None or not _BOARD_RE.match(name):
         raise TargetError(f"invalid board name {name!r}", hint="use the ecosystem's board id, e.g. mps2/an385")
     warnings = []
-    if name != target.default_board:
+    if name != target.default_board and not own_budgets:
         warnings.append(f"budgets of {target.name} are those of {target.default_board}; "
                         f"pass --flash/--ram for {name}")
     return None, name, warnings
@@ -233,9 +233,7 @@ def write_firmware(
     Raises ``BudgetError`` (unless ``allow_over_budget``), ``TargetError`` for a board
     that does not fit the target, ``OutputExistsError`` for foreign files in the way.
     """
-    board_obj, board_name, warnings = resolve_board(target, board)
-    if flash is not None and ram is not None:
-        warnings = []  # --flash/--ram are this board's own budgets
+    board_obj, board_name, warnings = resolve_board(target, board, own_budgets=flash is not None and ram is not None)
     check_target_ops(info, target)
     system = load_build_system(target.build_system)
     if (sample_input is None) != (reference_output is None):
