@@ -309,13 +309,63 @@ def test_run_timeout_kills_and_cleans_up(server: Sshd, known: Path, bench_models
     _assert_clean(server)
 
 
-def test_ctrl_c_kills_the_remote_process_and_cleans_up(server: Sshd, known: Path, bench_models: Models) -> None:
+def _interruptible(*args: str) -> subprocess.Popen:
+    """Start the CLI as a foreground process of a terminal would be: SIGINT at its default.
+
+    Why: a process inherits an *ignored* SIGINT, and CI harnesses (and any shell running a
+    script's ``cmd &`` without job control) start the test run with SIGINT ignored. Python
+    then keeps ignoring it, so a Ctrl-C test without this reset sends a signal nobody hears:
+    the bench ran on until the test's timeout, and its remote temp dir was left behind.
+    """
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    process = subprocess.Popen([*CLI, "bench", str(bench_models.int8), *_ssh_args(server, known), "--runs", str(10**8)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def test_ctrl_c_kills_the_remote_process_and_cleans_up(server: Sshd, known: Path, bench_models: Models) -> None:
+    process = _interruptible("bench", str(bench_models.int8), *_ssh_args(server, known), "--runs", str(10**8))
     try:
         _wait_for(lambda: bool(device_pids(server)) or process.poll() is not None)
         time.sleep(0.3)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    _assert_clean(server)
+
+
+@pytest.mark.parametrize("delay", [0.6, 0.9, 1.3, 2.0])
+def test_ctrl_c_at_any_moment_exits_130_quickly(server: Sshd, known: Path, bench_models: Models, delay: float) -> None:
+    """Connect, probe, upload or run: whichever moment the Ctrl-C lands in, exit 130 within seconds, nothing left.
+
+    (From 0.6 s: before that Python is still importing, and an interrupt there ends the process the
+    way every Python program ends, by the signal.)
+    """
+    process = _interruptible("bench", str(bench_models.int8), *_ssh_args(server, known), "--runs", str(10**8))
+    try:
+        time.sleep(delay)
+        process.send_signal(signal.SIGINT)
+        start = time.monotonic()
+        _, stderr = process.communicate(timeout=30)
+        took = time.monotonic() - start
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr
+    assert took < 10 and "Traceback" not in stderr
+    _assert_clean(server)
+
+
+def test_ctrl_c_is_heard_when_the_test_run_ignores_sigint(server: Sshd, known: Path, bench_models: Models) -> None:
+    """The harness condition that made this module fail in CI, reproduced: the runner itself ignores SIGINT."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        process = _interruptible("bench", str(bench_models.int8), *_ssh_args(server, known), "--runs", str(10**8))
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    try:
+        _wait_for(lambda: bool(device_pids(server)) or process.poll() is not None)
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=30)
     finally:
