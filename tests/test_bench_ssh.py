@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from edgeq.bench.ssh import Connection, resolve_target
-from edgeq.errors import RemoteError
+from edgeq.errors import RemoteError, UserError
 
 try:
     from sshd import Sshd, SshdFactory, free_port, keygen, require_tool, sshd_factory  # noqa: F401  (fixture)
@@ -180,3 +180,74 @@ def test_ssh_agent_provides_the_key(server: Sshd, tmp_path: Path, monkeypatch: p
     finally:
         agent.terminate()
         agent.wait()
+
+
+# ----------------------------------------------------------------------------- hostile input
+def test_binary_known_hosts_is_refused_before_connecting(server: Sshd, tmp_path: Path) -> None:
+    known = tmp_path / "known_hosts"
+    known.write_bytes(server.known_hosts_line().encode() + b"\x00\xff\xfe binary \x1b[2J\n")
+    with pytest.raises(UserError) as caught:
+        Connection(_target(server, known)).open()
+    assert f"known_hosts file {known} is not a text file (binary data on line 2)" in caught.value.message
+    assert "\x1b" not in str(caught.value) and "--known-hosts" in (caught.value.hint or "")
+
+
+def test_hashed_known_hosts_with_broken_lines_still_verifies(server: Sshd, tmp_path: Path) -> None:
+    """Lines paramiko cannot parse are skipped (as OpenSSH does); hashed names still match."""
+    known = tmp_path / "known_hosts"
+    known.write_text(server.known_hosts_line())
+    subprocess.run([require_tool("ssh-keygen"), "-q", "-H", "-f", str(known)], check=True, capture_output=True)
+    hashed = known.read_text()
+    assert hashed.startswith("|1|") and server.host_key_name not in hashed  # really hashed
+    known.write_text("garbage line\nbroken ssh-ed25519 !!!not-base64!!!\n" + hashed)  # ssh-keygen -H refuses these
+    with Connection(_target(server, known)) as conn:
+        assert conn.run("echo hashed").stdout == "hashed\n"
+
+
+def test_accept_new_into_an_unwritable_known_hosts_is_a_user_error(server: Sshd, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(UserError, match="cannot record the host key"):
+        Connection(_target(server, blocker / "known_hosts", accept_new_host_key=True)).open()
+
+
+def _running(mark: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and mark.encode() in (entry / "cmdline").read_bytes():
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
+@pytest.mark.parametrize("command, needle", [
+    ("head -c 40000000 /dev/zero", "more than 32 MiB to stdout"),
+    ("yes edgeq-flood-marker >&2", "more than 1 MiB to stderr"),
+    ("head -c 9000000 /dev/zero | tr '\\0' x >&2", "more than 1 MiB to stderr"),  # one endless line
+])
+def test_output_floods_are_capped(server: Sshd, tmp_path: Path, command: str, needle: str) -> None:
+    lines: list[str] = []
+    with Connection(_target(server, server.write_known_hosts(tmp_path / "kh"))) as conn:
+        start = time.monotonic()
+        with pytest.raises(RemoteError) as caught:
+            conn.run(command, on_stderr_line=lines.append)
+        assert time.monotonic() - start < 20
+        assert conn.run("echo still usable").stdout == "still usable\n"
+    assert needle in caught.value.message and "runaway device" in caught.value.message
+    assert all(len(line) < 70_000 for line in lines)
+    deadline = time.monotonic() + 10
+    while _running("edgeq-flood-marker"):  # the flooding command died with its channel
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def test_failed_multiline_command_shows_its_first_line_and_output_tail(server: Sshd, tmp_path: Path) -> None:
+    with Connection(_target(server, server.write_known_hosts(tmp_path / "kh"))) as conn:
+        with pytest.raises(RemoteError) as caught:
+            conn.run("printf '\\033]0;pwned\\007bad \\033[2Jthing\\n' >&2; exit 7\n# second line\n# third line")
+    message = caught.value.message
+    assert "exit 7 …" in message and "second line" not in message and "status 7" in message
+    output = message.split("\n", 1)[1]
+    assert output == "  | bad thing" and "\x1b" not in message

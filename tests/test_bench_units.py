@@ -1,22 +1,28 @@
-"""Fast checks of the bench building blocks: no sshd, no TensorFlow."""
+"""Fast checks of the bench building blocks: no sshd, no TensorFlow. The second half feeds them
+hostile and broken input (ssh config, known_hosts, keys, ports, device protocol lines)."""
 
 from __future__ import annotations
 
 import base64
 import dataclasses
 import json
+import os
+import shlex
+from pathlib import Path
 
 import numpy as np
 import pytest
 import typer
 
 import edgeq
-from edgeq.bench import CommandResult, command_error, tail
+from edgeq.bench import CommandResult, command_error, describe_command, tail
 from edgeq.bench import device_script as ds
 from edgeq.bench.command import parse_threads
 from edgeq.bench.report import BenchReport, BenchResult, DeviceInfo, compare_outputs, render_table, with_comparisons
 from edgeq.bench.ssh import split_host
+from edgeq.bench.ssh_config import load_known_hosts, resolve_target
 from edgeq.errors import RemoteError, ToolMissingError, UserError
+from edgeq.text import one_line, printable
 
 
 @pytest.mark.parametrize("spec, expected", [
@@ -169,3 +175,158 @@ def test_command_adapter_passes_options_and_flags_mismatches(monkeypatch: pytest
     assert seen["hosts"] == ["pi", "local"] and seen["threads"] == (1, 4) and seen["xnnpack"] is False
     assert seen["connect_timeout"] == 3.0 and seen["progress"] is True
     assert json.loads(done.stdout)["results"][0]["output_match"] is False
+
+
+# ----------------------------------------------------------------------------- hostile input
+ESC = "\x1b]0;title\x07\x1b[2J\x1b[1;31m"
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("plain text", "plain text"),
+    (f"{ESC}red\x1b[0m", "red"),
+    ("a\rb\x08c\x07d\x00e\x7f\x85f", "abcdef"),
+    ("8-bit \x9b2Jcsi", "8-bit csi"),
+    ("two\nlines\tand tab", "two\nlines\tand tab"),
+    ("bidi \u202eevil\u2066", "bidi evil"),
+    ("café 中文 ✓", "café 中文 ✓"),
+    ("\x1bcreset \x1b]52;c;cHduZWQ=\x07clip", "reset clip"),
+])
+def test_printable_strips_escapes_and_controls(text: str, expected: str) -> None:
+    assert printable(text) == expected
+
+
+def test_one_line_and_non_str() -> None:
+    assert one_line("a\nb\tc\r d" + "x" * 300, 20) == "a b c dxxxxxxxxxxxx…"
+    assert printable(12) == "12" and printable(None) == "None"
+
+
+@pytest.mark.parametrize("spec, needle", [
+    ("h:99999", "invalid port 99999"), ("h:0", "invalid port 0"), ("h:65536", "invalid port 65536"),
+    ("[::1]:70000", "invalid port 70000"), ("h:\u00b2", "cannot parse host"), ("h:", "cannot parse host"),
+    ("me@:22", "cannot parse host"),
+])
+def test_split_host_refuses_bad_ports(spec: str, needle: str) -> None:
+    with pytest.raises(UserError) as caught:
+        split_host(spec)
+    assert needle in caught.value.message and caught.value.exit_code == 2
+    if "port" in needle:
+        assert "1-65535" in (caught.value.hint or "")
+
+
+@pytest.mark.parametrize("port", [0, -1, 65536])
+def test_cli_port_out_of_range_is_refused_not_replaced(port: int, tmp_path: Path) -> None:
+    """``--port 0`` used to become 22 silently (0 is falsy)."""
+    with pytest.raises(UserError, match=rf"invalid port {port} \(--port\)"):
+        resolve_target("pi", port=port, ssh_config=Path(os.devnull), known_hosts=tmp_path / "kh")
+
+
+def test_port_precedence(tmp_path: Path) -> None:
+    config = tmp_path / "config"
+    config.write_text("Host pi\n  Port 2200\n")
+    kh = tmp_path / "kh"
+    assert resolve_target("pi", ssh_config=config, known_hosts=kh).port == 2200
+    assert resolve_target("pi", port=2300, ssh_config=config, known_hosts=kh).port == 2300
+    assert resolve_target("pi:2400", port=2300, ssh_config=config, known_hosts=kh).port == 2400
+
+
+@pytest.mark.parametrize("line, needle", [
+    ("Port abc", "invalid Port 'abc', expected a port number 1-65535"),
+    ("Port 0", "invalid Port '0'"),
+    ("Port 99999", "invalid Port '99999'"),
+    ("ConnectTimeout soon", "invalid ConnectTimeout 'soon', expected seconds > 0"),
+    ("ConnectTimeout 0", "invalid ConnectTimeout '0'"),
+    ("ServerAliveInterval -5", "invalid ServerAliveInterval '-5'"),
+])
+def test_bad_ssh_config_values_name_the_file_and_setting(line: str, needle: str, tmp_path: Path) -> None:
+    config = tmp_path / "config"
+    config.write_text(f"Host pi\n  HostName 10.0.0.2\n  {line}\n")
+    with pytest.raises(UserError) as caught:
+        resolve_target("pi", ssh_config=config, known_hosts=tmp_path / "kh")
+    assert needle in caught.value.message and str(config) in caught.value.message
+    assert "fix or remove" in (caught.value.hint or "")
+
+
+def test_binary_or_odd_ssh_config_is_refused(tmp_path: Path) -> None:
+    binary = tmp_path / "config"
+    binary.write_bytes(b"Host pi\n  Port \xff\xfe 22\n\x00\x01")
+    with pytest.raises(UserError, match="is not a text file"):
+        resolve_target("pi", ssh_config=binary, known_hosts=tmp_path / "kh")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)  # reading it would block forever
+    with pytest.raises(UserError, match="not a regular file"):
+        resolve_target("pi", ssh_config=fifo, known_hosts=tmp_path / "kh")
+
+
+def test_known_hosts_that_is_a_directory_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="known_hosts file .* is not a regular file"):
+        resolve_target("pi", ssh_config=Path(os.devnull), known_hosts=tmp_path)
+
+
+@pytest.mark.parametrize("data, line", [
+    (b"\x89PNG\r\n\x1a\n" + bytes(range(256)), 1),
+    (b"host ssh-ed25519 AAAA\nother ssh-rsa AAAA\x00\n", 2),
+    (b"# comment\n\n\xc3\x28 ssh-ed25519 AAAA\n", 3),
+])
+def test_binary_known_hosts_is_a_user_error(data: bytes, line: int, tmp_path: Path) -> None:
+    import paramiko
+
+    path = tmp_path / "known_hosts"
+    path.write_bytes(data)
+    with pytest.raises(UserError) as caught:
+        load_known_hosts(paramiko.HostKeys(), path)
+    assert f"{path} is not a text file (binary data on line {line})" in caught.value.message
+    assert "--known-hosts" in (caught.value.hint or "")
+
+
+def test_known_hosts_bad_lines_are_skipped_like_openssh(tmp_path: Path) -> None:
+    import paramiko
+
+    key = paramiko.RSAKey.generate(1024)
+    path = tmp_path / "known_hosts"
+    path.write_text("garbage\nbad ssh-ed25519 !!!notbase64!!!\nworse ssh-ed25519 AAAA\n"
+                    f"@revoked x ssh-rsa {key.get_base64()}\n[pi]:2222,10.0.0.2 ssh-rsa {key.get_base64()}\n")
+    keys = paramiko.HostKeys()
+    load_known_hosts(keys, path)
+    assert keys.lookup("[pi]:2222")["ssh-rsa"] == key and keys.lookup("10.0.0.2") is not None
+    assert keys.lookup("bad") is None
+
+
+@pytest.mark.parametrize("content, needle", [
+    (b"\x00\x01binary\xff", "is not a text key file"),
+    (None, "does not exist"),
+])
+def test_bad_identity_files_are_refused(content: bytes | None, needle: str, tmp_path: Path) -> None:
+    key = tmp_path / "id_bad"
+    if content is not None:
+        key.write_bytes(content)
+    with pytest.raises(UserError, match=needle):
+        resolve_target("pi", identity=key, ssh_config=Path(os.devnull), known_hosts=tmp_path / "kh")
+    config = tmp_path / "config"
+    config.write_text(f"Host pi\n  IdentityFile {key}\n")
+    if content is not None:  # a key the ssh config names is checked too (a missing one is skipped, as OpenSSH does)
+        with pytest.raises(UserError, match=needle):
+            resolve_target("pi", ssh_config=config, known_hosts=tmp_path / "kh")
+
+
+def test_error_quotes_the_first_line_of_a_long_command_and_summarises_tracebacks() -> None:
+    probe = f"mktemp -d x && python3 -c {shlex.quote(ds.PROBE_CODE)}"
+    shown = describe_command(probe)
+    assert shown.endswith("…") and "\n" not in shown and len(shown) <= 102 and "import json" not in shown
+    stderr = ("Traceback (most recent call last):\n  File \"/tmp/d/device_script.py\", line 9, in main\n"
+              "    boom()\nValueError: bad \x1b[2Jthing\n")
+    error = command_error("me@pi:22", CommandResult(probe, "", stderr, 1))
+    assert "Traceback" not in error.message and "\x1b" not in error.message
+    assert 'Python error on the device: ValueError: bad thing (File "/tmp/d/device_script.py", line 9' in error.message
+    assert len(error.message.splitlines()) == 2
+
+
+
+def test_table_renders_a_shape_mismatch() -> None:
+    from rich.console import Console
+
+    bad = dataclasses.replace(_result("q\x1b[2J.tflite", "int8", 2.0, 250), output_match=False,
+                              output_max_abs_diff=None)
+    console = Console(width=200, record=True)
+    console.print(render_table(BenchReport((bad,), ())))
+    text = console.export_text()
+    assert "MISMATCH shape" in text and "\x1b" not in text and "q.tflite" in text

@@ -64,6 +64,7 @@ def bench_command(
     from edgeq.bench.report import print_report
     from edgeq.bench.runner import bench
     from edgeq.console import out, print_json, warn
+    from edgeq.text import one_line
 
     cli.set_debug(debug)
     report = bench(
@@ -74,8 +75,8 @@ def bench_command(
     )
     for result in report.mismatches:
         how = "in shape" if result.output_max_abs_diff is None else f"by up to {result.output_max_abs_diff:g}"
-        warn(f"{result.host}: the output of {result.model} (threads={result.threads}) for a fixed input differs "
-             f"{how} from local LiteRT with the same settings")
+        warn(f"{one_line(result.host)}: the output of {one_line(result.model, 1000)} (threads={result.threads}) for a "
+             f"fixed input differs {how} from local LiteRT with the same settings")
     if json_output:
         print_json(report.to_dict())
     else:

@@ -24,7 +24,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 PROGRESS_PREFIX = "EDGEQ-PROGRESS "
 PID_PREFIX = "EDGEQ-PID "
 BACKENDS = ("ai_edge_litert", "tflite_runtime", "tensorflow")
-MAX_OUTPUT_ELEMENTS = 1 << 20  # bigger outputs are summarised by a hash, not shipped
+# Output tensors shipped as data, in total; the rest are summarised by a hash. Keeps the
+# result line (base64: 4/3 of this) well under the 32 MiB the host reads from stdout.
+MAX_OUTPUT_BYTES = 12 << 20
 
 
 # Run first, by the device's python, to say what is there. Python 2 syntax on purpose: it
@@ -195,12 +197,14 @@ def set_fixed_inputs(interpreter: Any) -> None:
 def encode_outputs(interpreter: Any) -> List[Dict[str, Any]]:
     """The outputs for the fixed input, as raw little-endian bytes in base64 (compact, exact)."""
     encoded = []
+    budget = MAX_OUTPUT_BYTES
     for detail in interpreter.get_output_details():
         array = interpreter.get_tensor(detail["index"])
         little = array.astype(array.dtype.newbyteorder("<"), copy=False)
         entry = {"name": detail["name"], "dtype": array.dtype.name, "shape": list(array.shape),
                  "sha256": hashlib_sha256(array)}
-        if array.size <= MAX_OUTPUT_ELEMENTS:
+        if array.nbytes <= budget:
+            budget -= array.nbytes
             entry["data_b64"] = base64.b64encode(little.tobytes()).decode("ascii")
         encoded.append(entry)
     return encoded
@@ -342,6 +346,15 @@ def _exit_when_stdin_closes() -> None:
     os._exit(143)
 
 
+def describe_exception(exc: BaseException) -> str:
+    """``Type: message (at file:line)``, the innermost frame: what a bug report needs, in one line."""
+    import traceback
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = " (at %s:%d)" % (os.path.basename(frames[-1].filename), frames[-1].lineno or 0) if frames else ""
+    return "%s: %s%s" % (type(exc).__name__, exc, where)
+
+
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="edgeq device benchmark (one model, one setting)")
     parser.add_argument("--model", required=True)
@@ -365,6 +378,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         code = 0
     except DeviceError as exc:
         document, code = {"error": {"kind": exc.kind, "message": exc.message}}, 3
+    except Exception as exc:  # anything else is reported in the protocol too, not as a traceback
+        document, code = {"error": {"kind": "internal", "message": describe_exception(exc)}}, 3
     sys.stdout.write("\n" + json.dumps(document) + "\n")
     sys.stdout.flush()
     return code

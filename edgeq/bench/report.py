@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import json
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
-from edgeq.bench import CommandResult, command_error
+from edgeq.bench import CommandResult
 from edgeq.bench import device_script as ds
-from edgeq.errors import CalibrationError, EdgeqError, ModelError, RemoteError, ToolMissingError, UserError
+from edgeq.bench.protocol import INSTALL_HINT, probe_document
+from edgeq.errors import ToolMissingError
+from edgeq.text import one_line
 
 SCHEMA_VERSION = 1
-INSTALL_HINT = ("on the device: python3 -m pip install ai-edge-litert numpy "
-                "(tflite-runtime on older 32-bit Raspberry Pi OS), or point --python at a Python that has them")
 
 
 @dataclass(frozen=True)
@@ -41,24 +40,28 @@ class DeviceInfo:
 
     @classmethod
     def from_probe(cls, host: str, address: str, python: str, result: CommandResult) -> "DeviceInfo":
-        """Parse the probe's output, or raise an error saying what to install where (exit 2)."""
+        """Parse the probe's output, or raise an error saying what to install where (exit 2).
+
+        Every field comes from the device and was checked and made printable by
+        ``protocol.probe_document``; ``host`` and ``python`` come from the user.
+        """
+        shown_python, shown_host = one_line(repr(python)), one_line(host)
         if "EDGEQ-NO-PYTHON" in result.stdout:
-            raise ToolMissingError(f"{python!r} was not found on {host}",
+            raise ToolMissingError(f"{shown_python} was not found on {shown_host}",
                                    hint="install Python >= 3.8 with numpy on the device, or point --python at it")
-        lines = [ln for ln in result.stdout.splitlines() if ln.startswith(ds.PROBE_PREFIX)]
-        if not lines:
-            raise command_error(address, result)
-        data = json.loads(lines[-1][len(ds.PROBE_PREFIX):])
+        data = probe_document(host, address, result)
         if tuple(int(part) for part in data["python"].split(".")[:2]) < (3, 8):
-            raise ToolMissingError(f"Python {data['python']} ({python}) on {host} is too old: the device script "
-                                   "needs Python >= 3.8", hint="install a newer Python and pass it with --python")
+            raise ToolMissingError(f"Python {data['python']} ({shown_python}) on {shown_host} is too old: the device "
+                                   "script needs Python >= 3.8",
+                                   hint="install a newer Python and pass it with --python")
         modules = data["modules"]
         if not modules.get("numpy"):
-            raise ToolMissingError(f"numpy is not installed for {data['executable']} on {host}", hint=INSTALL_HINT)
+            raise ToolMissingError(f"numpy is not installed for {data['executable']} on {shown_host}",
+                                   hint=INSTALL_HINT)
         found = [name for name in ds.BACKENDS if modules.get(name)]
         if not found:
             raise ToolMissingError(f"no TFLite interpreter (ai_edge_litert, tflite_runtime or tensorflow) is "
-                                   f"installed for {data['executable']} on {host}", hint=INSTALL_HINT)
+                                   f"installed for {data['executable']} on {shown_host}", hint=INSTALL_HINT)
         return cls(host=host, address=address, system=data["system"], release=data["release"],
                    machine=data["machine"], cpu=data["cpu"], cores=data["cores"],
                    mem_total_bytes=data["mem_total_bytes"], python=data["python"],
@@ -69,8 +72,9 @@ class DeviceInfo:
         mem = f", {self.mem_total_bytes / 2**30:.1f} GiB" if self.mem_total_bytes else ""
         cores = f", {self.cores} cores" if self.cores else ""
         cpu = f" {self.cpu}" if self.cpu else ""
-        return (f"{self.host} ({self.address}): {self.system} {self.machine}{cpu}{cores}{mem}; "
-                f"Python {self.python}, {self.interpreter} {self.interpreter_version}, numpy {self.numpy}")
+        return one_line(f"{self.host} ({self.address}): {self.system} {self.machine}{cpu}{cores}{mem}; "
+                        f"Python {self.python}, {self.interpreter} {self.interpreter_version}, numpy {self.numpy}",
+                        width=1000)
 
 
 @dataclass(frozen=True)
@@ -116,37 +120,15 @@ class BenchResult:
     size_ratio: Optional[float] = None
 
     @classmethod
-    def from_device(cls, doc: dict[str, Any], *, host: str, model: str, model_size_bytes: int,
-                    quantization: str) -> "BenchResult":
-        """Build a result from the device script's JSON (comparisons are filled in later)."""
-        evaluation = doc.get("eval") or {}
-        names = [f.name for f in dataclasses.fields(cls) if f.name in doc and f.name != "eval"]
-        return cls(host=host, model=model, model_size_bytes=model_size_bytes, quantization=quantization,
-                   **{name: doc[name] for name in names}, accuracy=evaluation.get("accuracy"),
-                   eval_samples=evaluation.get("samples"))
-
-
-_DEVICE_ERRORS: dict[str, tuple[type[EdgeqError], Optional[str]]] = {
-    "no_interpreter": (ToolMissingError, INSTALL_HINT), "no_numpy": (ToolMissingError, INSTALL_HINT),
-    "model": (ModelError, None), "eval_data": (CalibrationError, None),
-    "no_xnnpack_switch": (UserError, "upgrade the device's interpreter, or leave XNNPACK on"),
-}
-
-
-def parse_device_document(host: str, address: str, result: CommandResult) -> dict[str, Any]:
-    """The device script's JSON (last stdout line), or the error it reported, as an EdgeqError."""
-    lines = [ln for ln in result.stdout.splitlines() if ln.startswith("{")]
-    try:
-        document: dict[str, Any] = json.loads(lines[-1])
-    except (IndexError, ValueError):
-        raise command_error(address, result) from None
-    if "error" in document:
-        error = document["error"]
-        cls, hint = _DEVICE_ERRORS.get(error.get("kind"), (RemoteError, None))
-        raise cls(f"{host}: {error.get('message')}", hint=hint)
-    if result.exit_status != 0:
-        raise command_error(address, result)
-    return document
+    def from_device(cls, fields: dict[str, Any], **known: Any) -> "BenchResult":
+        """Build a result from the device's checked fields (``protocol.parse_device_document``)
+        and what the host knows itself (``known``: host, model, size, quantization, threads,
+        xnnpack, runs, warmup -- taken from the plan, not from the device). Comparisons are
+        filled in later."""
+        evaluation = fields.get("eval") or {}
+        names = {f.name for f in dataclasses.fields(cls)} - set(known) - {"accuracy", "eval_samples"}
+        return cls(**known, **{name: fields[name] for name in names if name in fields},
+                   accuracy=evaluation.get("accuracy"), eval_samples=evaluation.get("samples"))
 
 
 @dataclass(frozen=True)
@@ -272,15 +254,18 @@ def render_table(report: BenchReport) -> Any:
             row.append("-")
         else:
             style = "green" if r.output_match else "bold red"
-            row.append(Text(f"{'ok' if r.output_match else 'MISMATCH'} {r.output_max_abs_diff:.3g}", style=style))
+            diff = "shape" if r.output_max_abs_diff is None else f"{r.output_max_abs_diff:.3g}"  # None: not comparable
+            row.append(Text(f"{'ok' if r.output_match else 'MISMATCH'} {diff}", style=style))
         if with_eval:
             row += ["" if r.accuracy is None else f"{100 * r.accuracy:.2f}%",
                     "" if r.agreement is None else f"{100 * r.agreement:.2f}%"]
-        # Text() everywhere: a model path or device string containing [brackets] is not markup.
-        table.add_row(*(cell if isinstance(cell, Text) else Text(cell) for cell in row))
-    notes = [f"ratios: p50 latency and file size relative to {baseline} (same host, threads)"] if baseline else []
+        # Text() everywhere: a model path or device string containing [brackets] is not markup;
+        # one_line(): nor may a file name's escape sequences reach the terminal.
+        table.add_row(*(cell if isinstance(cell, Text) else Text(one_line(cell, 1000)) for cell in row))
+    notes = [f"ratios: p50 latency and file size relative to {one_line(baseline, 1000)} (same host, threads)"
+             ] if baseline else []
     notes += ["output: max |device - local LiteRT| for a fixed input"]
-    table.caption = "; ".join(notes)
+    table.caption = Text("; ".join(notes))  # a model name is not markup here either
     return table
 
 

@@ -9,13 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
-import posixpath
-import shlex
-import subprocess
-import sys
 import threading
-import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,15 +18,18 @@ from typing import Any, Callable, Optional, Sequence, TypeVar, Union
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from edgeq.bench import TEMP_PREFIX, Cancelled, CommandResult
+from edgeq.bench import Cancelled
 from edgeq.bench import device_script as ds
-from edgeq.bench.report import (BenchReport, BenchResult, DeviceInfo, compare_outputs, parse_device_document,
-                                with_comparisons)
+from edgeq.bench.devices import Device, LocalDevice, RemoteDevice
+from edgeq.bench.protocol import parse_device_document, parse_progress
+from edgeq.bench.report import BenchReport, BenchResult, DeviceInfo, compare_outputs, with_comparisons
 from edgeq.bench.ssh import Connection, resolve_target
-from edgeq.console import err, info, quiet, warn
-from edgeq.errors import CalibrationError, EdgeqError, ModelError, RemoteError, ToolMissingError, UserError
+from edgeq.console import err, info, quiet
+from edgeq.errors import CalibrationError, EdgeqError, ModelError, ToolMissingError, UserError
+from edgeq.text import one_line, printable
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 LOCAL = "local"
 
 
@@ -57,156 +54,6 @@ class _Plan:
     xnnpack: bool
     eval_samples: int
     run_timeout: Optional[float]
-
-
-class RemoteDevice:
-    """A host reached over SSH; files live in a fresh ``mktemp -d`` dir removed by close()."""
-
-    def __init__(self, host: str, connection: Connection, python: str, keep_remote: bool) -> None:
-        self.host, self.connection, self.python, self.keep_remote = host, connection, python, keep_remote
-        self.address = connection.target.label
-        self.directory: Optional[str] = None
-        self.pid: Optional[int] = None
-
-    def open(self) -> None:
-        self.connection.open()
-
-    def probe(self) -> DeviceInfo:
-        """One round trip: make the temp dir (``mktemp -d``), then ask the device's Python."""
-        py = shlex.quote(self.python)
-        result = self.connection.run(
-            f'mktemp -d "${{TMPDIR:-/tmp}}/{TEMP_PREFIX}XXXXXX" && if command -v {py} >/dev/null 2>&1; '
-            f"then {py} -c {shlex.quote(ds.PROBE_CODE)}; else echo EDGEQ-NO-PYTHON; fi", check=False)
-        made = (result.stdout.splitlines() or [""])[0].strip()
-        if made.startswith("/") and posixpath.basename(made).startswith(TEMP_PREFIX):
-            self.directory = made  # from here on close() removes it, whatever the probe says
-        elif result.exit_status == 0:
-            raise RemoteError(f"mktemp on {self.host} returned an unexpected path: {made!r}")
-        return DeviceInfo.from_probe(self.host, self.address, self.python, result)
-
-    def stage(self, files: Sequence[tuple[Path, str]]) -> list[str]:
-        """Upload (local, remote name) pairs into the temp dir; return the remote paths."""
-        assert self.directory is not None
-        for local, name in files:
-            self.connection.put(local, posixpath.join(self.directory, name))
-        return [posixpath.join(self.directory, name) for _, name in files]
-
-    def run_script(self, args: Sequence[str], *, on_line: Callable[[str], None],
-                   cancel: threading.Event, timeout: Optional[float]) -> CommandResult:
-        assert self.directory is not None
-        argv = [self.python, posixpath.join(self.directory, "device_script.py"), *args]
-        command = f"cd {shlex.quote(self.directory)} && exec {shlex.join(argv)}"  # shlex.join quotes each
-
-        def line(text: str) -> None:
-            if text.startswith(ds.PID_PREFIX):
-                self.pid = int(text[len(ds.PID_PREFIX):])
-            on_line(text)
-
-        try:
-            result = self.connection.run(command, check=False, timeout=timeout, on_stderr_line=line, cancel=cancel)
-        except BaseException:
-            self._kill()
-            raise
-        self.pid = None
-        return result
-
-    def _kill(self) -> None:
-        """SIGKILL the device script -- only if /proc confirms the pid is still ours."""
-        pid, self.pid = self.pid, None
-        if pid is None:
-            return
-        mark = shlex.quote(self.directory or TEMP_PREFIX)
-        self._quietly(f"if [ -d /proc/{pid} ]; then grep -qF -- {mark} /proc/{pid}/cmdline && kill -KILL {pid}; "
-                      f"elif [ ! -d /proc/self ]; then kill -KILL {pid}; fi 2>/dev/null; true")
-
-    def _quietly(self, command: str) -> None:
-        """Cleanup commands: retry once on a fresh connection, warn instead of raising."""
-        try:
-            self.connection.run(command, timeout=30)
-        except EdgeqError:
-            try:
-                self.connection.open()
-                self.connection.run(command, timeout=30)
-            except EdgeqError as exc:
-                warn(f"cleanup on {self.host} failed ({exc.message}); run it by hand: {command}")
-
-    def close(self) -> None:
-        try:
-            self._kill()
-            if self.directory and self.keep_remote:
-                info(f"kept {self.host}:{self.directory} (--keep-remote)")
-            elif self.directory:
-                self._quietly(f"rm -rf -- {shlex.quote(self.directory)}")
-                self.directory = None
-        finally:
-            self.connection.close()
-
-
-class LocalDevice:
-    """``--host local``: the same device script in a local subprocess, the no-network baseline."""
-
-    def __init__(self, python: Optional[str]) -> None:
-        self.host, self.address, self.python = LOCAL, "localhost (subprocess)", python or sys.executable
-        self.process: Optional[subprocess.Popen[bytes]] = None
-
-    def open(self) -> None:  # nothing to connect to
-        return None
-
-    def probe(self) -> DeviceInfo:
-        try:
-            done = subprocess.run([self.python, "-c", ds.PROBE_CODE], capture_output=True, text=True, timeout=120)
-        except FileNotFoundError:
-            raise ToolMissingError(f"{self.python!r} was not found", hint="point --python at a Python >= 3.8") from None
-        result = CommandResult(f"{self.python} -c PROBE", done.stdout, done.stderr, done.returncode)
-        return DeviceInfo.from_probe(self.host, self.address, self.python, result)
-
-    def stage(self, files: Sequence[tuple[Path, str]]) -> list[str]:
-        return [str(local) for local, _ in files]  # nothing to copy: the files are already here
-
-    def run_script(self, args: Sequence[str], *, on_line: Callable[[str], None],
-                   cancel: threading.Event, timeout: Optional[float]) -> CommandResult:
-        argv = [self.python, ds.__file__, *args]
-        # A new session: the terminal's Ctrl-C reaches only us, and we decide how the child ends.
-        self.process = proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                               stderr=subprocess.PIPE, start_new_session=True)
-        out: list[bytes] = []
-        err: list[str] = []
-
-        def pump(stream: Any, sink: Callable[[bytes], None]) -> None:
-            for raw in stream:
-                sink(raw)
-
-        def on_err(raw: bytes) -> None:
-            err.append(raw.decode("utf-8", "replace"))
-            on_line(err[-1].rstrip("\n"))
-
-        readers = [threading.Thread(target=pump, args=(proc.stdout, out.append), daemon=True),
-                   threading.Thread(target=pump, args=(proc.stderr, on_err), daemon=True)]
-        for reader in readers:
-            reader.start()
-        deadline = None if timeout is None else time.monotonic() + timeout
-        try:
-            while proc.poll() is None:
-                if cancel.is_set():
-                    raise Cancelled()
-                if deadline is not None and time.monotonic() > deadline:
-                    raise RemoteError(f"timed out after {timeout:g} s: {shlex.join(argv)}")
-                time.sleep(0.05)
-        finally:
-            self.close()
-            for reader in readers:
-                reader.join(5)
-        return CommandResult(shlex.join(argv), b"".join(out).decode("utf-8", "replace"), "".join(err),
-                             proc.returncode)
-
-    def close(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        self.process = None
-
-
-Device = Union[RemoteDevice, LocalDevice]
 
 
 def _load_models(paths: Sequence[Union[str, Path]]) -> tuple[_Model, ...]:
@@ -283,28 +130,32 @@ def _run_host(device: Device, files: list[str], plan: _Plan, cancel: threading.E
     """Every model x threads on one device, one after the other."""
     models, eval_path = files[1:1 + len(plan.models)], (files[-1] if len(files) > 1 + len(plan.models) else None)
     per_run = plan.warmup + plan.runs + plan.eval_samples
-    task = progress.add_task(device.host, total=per_run * len(plan.models) * len(plan.threads))
-    offsets = {"warmup": 0, "timed": plan.warmup, "eval": plan.warmup + plan.runs}
+    task = progress.add_task(one_line(device.host, 120), total=per_run * len(plan.models) * len(plan.threads))
+    phases = {"warmup": (0, plan.warmup), "timed": (plan.warmup, plan.runs),
+              "eval": (plan.warmup + plan.runs, plan.eval_samples)}  # phase: (offset, length) on the bar
     done, out = 0, []
     for model, remote in zip(plan.models, models, strict=True):
         for threads in plan.threads:
-            label = f"{device.host} {model.path.name} t={threads}"
+            label = one_line(f"{device.host} {model.path.name} t={threads}", 120)
 
             def on_line(line: str, base: int = done, label: str = label) -> None:
-                if line.startswith(ds.PROGRESS_PREFIX):
-                    step = json.loads(line[len(ds.PROGRESS_PREFIX):])
-                    progress.update(task, completed=base + offsets.get(step["phase"], 0) + step["done"],
-                                    description=f"{label} {step['phase']}")
+                step = parse_progress(line) if line.startswith(ds.PROGRESS_PREFIX) else None
+                if step is not None:  # malformed progress lines are ignored: they only drive the bar
+                    offset, length = phases[step[0]]
+                    progress.update(task, completed=base + offset + min(step[1], length),
+                                    description=f"{label} {step[0]}")
 
             args = ["--model", remote, "--threads", str(threads), "--runs", str(plan.runs), "--warmup",
                     str(plan.warmup), "--exit-on-stdin-eof", *([] if plan.xnnpack else ["--no-xnnpack"]),
                     *(["--eval-data", eval_path] if eval_path else [])]
             run = device.run_script(args, on_line=on_line, cancel=cancel, timeout=plan.run_timeout)
-            doc = parse_device_document(device.host, device.address, run)
+            fields = parse_device_document(device.host, device.address, run)
             done += per_run
-            result = BenchResult.from_device(doc, host=device.host, model=model.name, model_size_bytes=model.size,
-                                             quantization=model.quantization)
-            out.append((result, doc["outputs"], (doc.get("eval") or {}).get("predictions")))
+            result = BenchResult.from_device(
+                fields, host=device.host, model=model.name, model_size_bytes=model.size,
+                quantization=model.quantization, threads=threads, xnnpack=plan.xnnpack, runs=plan.runs,
+                warmup=plan.warmup)  # the settings are the host's, whatever the device echoes
+            out.append((result, fields["outputs"], (fields["eval"] or {}).get("predictions")))
     return out
 
 
@@ -332,6 +183,24 @@ def _parallel(calls: Sequence[Callable[[], T]], cancel: threading.Event) -> list
     return [f.result() for f in futures]
 
 
+def _printable_errors(func: F) -> F:
+    """Every error bench() raises leaves it printable: its message quotes file names, device
+    output and server text, any of which may carry terminal escape sequences."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except EdgeqError as exc:
+            exc.message = printable(exc.message)
+            exc.hint = printable(exc.hint) if exc.hint else exc.hint
+            exc.args = (exc.message,)
+            raise
+
+    return wrapper  # type: ignore[return-value]
+
+
+@_printable_errors
 def bench(
     models: Sequence[Union[str, Path]], *, hosts: Sequence[str],
     user: Optional[str] = None, port: Optional[int] = None, identity: Optional[Path] = None,
@@ -351,15 +220,16 @@ def bench(
         raise UserError("give at least one model and one --host (HOST or 'local')")
     if runs < 1 or warmup < 0 or not threads or min(threads) < 1:
         raise UserError("runs must be >= 1, warmup >= 0 and threads >= 1")
-    loaded = _load_models(models)
-    plan = _Plan(loaded, tuple(dict.fromkeys(int(t) for t in threads)), runs, warmup, xnnpack,
-                 _eval_samples(eval_data) if eval_data else 0, run_timeout)
+    # Hosts first: a bad --host, --port or ssh config fails before the models load (~0.5 s).
     devices: list[Device] = [
         LocalDevice(python) if host == LOCAL else RemoteDevice(host, Connection(resolve_target(
             host, user=user, port=port, identity=identity, ssh_config=ssh_config, known_hosts=known_hosts,
             accept_new_host_key=accept_new_host_key, connect_timeout=connect_timeout)), python or "python3",
             keep_remote)
         for host in dict.fromkeys(hosts)]
+    loaded = _load_models(models)
+    plan = _Plan(loaded, tuple(dict.fromkeys(int(t) for t in threads)), runs, warmup, xnnpack,
+                 _eval_samples(eval_data) if eval_data else 0, run_timeout)
     files = [(Path(ds.__file__), "device_script.py"), *((m.path, f"m{i}-{m.path.name}") for i, m in enumerate(loaded)),
              *([(eval_data, f"eval-{eval_data.name}")] if eval_data else [])]
     cancel = threading.Event()
@@ -370,8 +240,8 @@ def bench(
 
     try:
         staged = _parallel([functools.partial(setup, d) for d in devices], cancel)
-        bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                       console=err, transient=True, disable=not progress)
+        bar = Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
+                       TimeElapsedColumn(), console=err, transient=True, disable=not progress)
         for device_info, _ in staged if progress else ():
             info(device_info.summary())
         with bar:
@@ -397,3 +267,6 @@ def _close_all(devices: Sequence[Device]) -> None:
                 interrupted = exc
     if interrupted:
         raise interrupted
+
+
+__all__ = ["bench", "LOCAL", "RemoteDevice", "LocalDevice"]  # the devices live in edgeq.bench.devices

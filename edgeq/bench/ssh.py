@@ -4,7 +4,8 @@ Why strict: a benchmark tool is pointed at lab boxes with fresh installs, so sil
 trusting host keys would teach users to ignore man-in-the-middle warnings. Unknown keys
 are refused unless ``accept_new_host_key`` (OpenSSH's ``accept-new``) and a changed key is
 always refused. Passwords come only from ``EDGEQ_SSH_PASSWORD`` or a TTY prompt and never
-appear in messages or logs.
+appear in messages or logs. What a command prints is collected through ``capture.Capture``
+(bounded); where to connect and which keys to trust is ``ssh_config``'s job.
 """
 
 from __future__ import annotations
@@ -18,116 +19,23 @@ import socket
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import paramiko
 
-from edgeq.bench import Cancelled, CommandResult, command_error, tail
-from edgeq.errors import RemoteError, UserError
+from edgeq.bench import Cancelled, CommandResult, command_error, describe_command, tail
+from edgeq.bench.capture import STDERR_LIMIT, STDOUT_LIMIT, Capture, OutputLimitExceeded, limit_error
+from edgeq.bench.ssh_config import (DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEPALIVE, SSHTarget, load_known_hosts,
+                                    record_host_key, resolve_target, split_host)
+from edgeq.errors import RemoteError
+from edgeq.text import printable
 
 PASSWORD_ENV = "EDGEQ_SSH_PASSWORD"
-DEFAULT_CONNECT_TIMEOUT = 10.0
-DEFAULT_KEEPALIVE = 15
 _PROMPT_LOCK = threading.Lock()  # parallel hosts must not prompt on the TTY at the same time
 # paramiko logs transport-thread tracebacks at ERROR; without a handler Python prints them to
 # stderr next to our own, clearer message. Errors reach the user through RemoteError instead.
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
-
-
-@dataclass(frozen=True)
-class SSHTarget:
-    """Everything needed to reach one host, after merging the CLI, ~/.ssh/config and defaults."""
-
-    alias: str
-    hostname: str
-    port: int
-    user: str
-    identity_files: tuple[str, ...]
-    identities_only: bool
-    known_hosts: Path
-    extra_known_hosts: tuple[Path, ...]
-    accept_new_host_key: bool
-    connect_timeout: float
-    keepalive: int
-    proxy_jump: Optional[str]
-    proxy_command: Optional[str]
-    host_key_alias: Optional[str]
-    ssh_config: Optional[Path]
-
-    @property
-    def label(self) -> str:
-        return f"{self.user}@{self.hostname}:{self.port}"
-
-    @property
-    def host_key_name(self) -> str:
-        """The known_hosts name OpenSSH uses: ``host`` on port 22, ``[host]:port`` otherwise."""
-        name = self.host_key_alias or self.hostname
-        return name if self.port == 22 else f"[{name}]:{self.port}"
-
-
-def split_host(spec: str) -> tuple[Optional[str], str, Optional[int]]:
-    """Parse ``[user@]host[:port]`` (``[v6addr]:port`` too) into its parts."""
-    user, _, rest = spec.rpartition("@")
-    port: Optional[str] = None
-    if rest.startswith("["):
-        host, _, after = rest[1:].partition("]")
-        port = after[1:] if after.startswith(":") else None
-    elif rest.count(":") == 1:
-        host, port = rest.split(":")
-    else:
-        host = rest
-    if not host or (port is not None and not port.isdigit()):
-        raise UserError(f"cannot parse host {spec!r}", hint="use HOST, USER@HOST or USER@HOST:PORT")
-    return user or None, host, int(port) if port else None
-
-
-def resolve_target(
-    host: str, *, user: Optional[str] = None, port: Optional[int] = None, identity: Optional[Path] = None,
-    ssh_config: Optional[Path] = None, known_hosts: Optional[Path] = None, accept_new_host_key: bool = False,
-    connect_timeout: Optional[float] = None, proxy_jump: Optional[str] = None,
-) -> SSHTarget:
-    """Merge like OpenSSH: values in the host string, then CLI options, then ssh config."""
-    spec_user, alias, spec_port = split_host(host)
-    config_path = ssh_config or Path("~/.ssh/config").expanduser()
-    if ssh_config is not None and not ssh_config.exists():  # exists(): `-F /dev/null` is an idiom
-        raise UserError(f"ssh config {ssh_config} does not exist")
-    cfg: dict[str, Any] = {}
-    if config_path.exists() and not config_path.is_dir():
-        try:
-            cfg = dict(paramiko.SSHConfig.from_path(str(config_path)).lookup(alias))
-        except Exception as exc:  # paramiko raises several types for bad configs
-            raise UserError(f"cannot read ssh config {config_path}: {exc}") from exc
-    identities = list(cfg.get("identityfile", []))
-    if identity is not None:
-        if not identity.is_file():
-            raise UserError(f"identity file {identity} does not exist", hint="pass the private key with --identity")
-        identities.insert(0, str(identity))
-    files = tuple(os.path.expanduser(p) for p in identities)
-    files = tuple(p for p in files if os.path.isfile(p))
-    user_known = cfg.get("userknownhostsfile", "~/.ssh/known_hosts").split()[0]
-    extra = () if known_hosts else (Path("/etc/ssh/ssh_known_hosts"),)
-    strict = str(cfg.get("stricthostkeychecking", "ask")).lower()
-    jump = proxy_jump if proxy_jump is not None else cfg.get("proxyjump")
-    command = cfg.get("proxycommand")
-    return SSHTarget(
-        alias=host,
-        hostname=cfg.get("hostname", alias),
-        port=spec_port or port or int(cfg.get("port", 22)),
-        user=spec_user or user or cfg.get("user") or getpass.getuser(),
-        identity_files=files,
-        identities_only=str(cfg.get("identitiesonly", "no")).lower() == "yes",
-        known_hosts=known_hosts or Path(os.path.expanduser(user_known)),
-        extra_known_hosts=extra,
-        accept_new_host_key=accept_new_host_key or strict == "accept-new",
-        connect_timeout=float(connect_timeout or cfg.get("connecttimeout") or DEFAULT_CONNECT_TIMEOUT),
-        keepalive=int(cfg.get("serveraliveinterval", DEFAULT_KEEPALIVE)),
-        proxy_jump=None if not jump or jump.lower() == "none" else jump,
-        proxy_command=None if not command or command.lower() == "none" else command,
-        host_key_alias=cfg.get("hostkeyalias"),
-        ssh_config=ssh_config,
-    )
 
 
 class _UnknownHostKey(Exception):
@@ -146,19 +54,6 @@ class _HostKeyPolicy(paramiko.MissingHostKeyPolicy):
         if not self.target.accept_new_host_key:
             raise _UnknownHostKey(key)
         record_host_key(self.target.known_hosts, self.target.host_key_name, key)
-
-
-def record_host_key(path: Path, name: str, key: paramiko.PKey) -> None:
-    """Append one known_hosts line (never rewrite the file: it may hold comments or hashes)."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    prefix = ""
-    if path.exists() and path.stat().st_size:
-        with path.open("rb") as existing:
-            existing.seek(-1, os.SEEK_END)
-            prefix = "" if existing.read(1) == b"\n" else "\n"
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    with os.fdopen(fd, "a") as handle:
-        handle.write(f"{prefix}{name} {key.get_name()} {key.get_base64()}\n")
 
 
 def _fingerprint(key: paramiko.PKey) -> str:
@@ -210,14 +105,9 @@ class Connection:
         target = self.target
         self.close()
         client = paramiko.SSHClient()
-        for extra in target.extra_known_hosts:
-            if extra.is_file():
-                client.get_host_keys().load(str(extra))
-        if target.known_hosts.is_file():
-            try:
-                client.get_host_keys().load(str(target.known_hosts))
-            except (OSError, paramiko.SSHException) as exc:
-                raise RemoteError(f"cannot read known_hosts file {target.known_hosts}: {exc}") from exc
+        for known in (*target.extra_known_hosts, target.known_hosts):
+            if known.is_file():
+                load_known_hosts(client.get_host_keys(), known)
         client.set_missing_host_key_policy(_HostKeyPolicy(target))
         self._client = client
         timeout = target.connect_timeout
@@ -265,13 +155,14 @@ class Connection:
                 hint="is sshd running on the device, and is the port right (--port)?",
             ) from None
         except socket.gaierror as exc:
-            raise RemoteError(f"cannot resolve host {target.hostname!r}: {exc.strerror}") from None
+            raise RemoteError(f"cannot resolve host {printable(repr(target.hostname))}: {exc.strerror}") from None
         except (paramiko.SSHException, OSError, EOFError) as exc:
             if isinstance(exc, paramiko.SSHException) and ("banner" in str(exc) or "No existing session" in str(exc)):
                 raise RemoteError(f"{target.label} accepted the connection but did not complete the SSH "
                                   f"handshake within {timeout:g} s", hint="is this an SSH port? raise --timeout "
                                   "for a slow device") from None
-            raise RemoteError(f"SSH connection to {target.label} failed: {exc or type(exc).__name__}") from None
+            raise RemoteError(f"SSH connection to {target.label} failed: {printable(str(exc) or type(exc).__name__)}"
+                              ) from None
         self.transport.set_keepalive(target.keepalive)
 
     def _open_socket(self) -> Any:
@@ -329,39 +220,38 @@ class Connection:
             channel.exec_command(command)
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise RemoteError(f"cannot start a command on {self.target.label}: {exc}") from None
-        out, err, pending = bytearray(), bytearray(), bytearray()
+        out = Capture("stdout", STDOUT_LIMIT)
+        err = Capture("stderr", STDERR_LIMIT, on_line=on_stderr_line or (lambda line: None))
+        shown = describe_command(command)
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             while True:
                 got = False
                 while channel.recv_ready():
-                    out += channel.recv(65536)
+                    out.feed(channel.recv(65536))
                     got = True
                 while channel.recv_stderr_ready():
-                    chunk = channel.recv_stderr(65536)
-                    err += chunk
-                    pending += chunk
+                    err.feed(channel.recv_stderr(65536))
                     got = True
-                while on_stderr_line is not None and b"\n" in pending:
-                    line, _, rest = bytes(pending).partition(b"\n")
-                    pending[:] = rest
-                    on_stderr_line(line.decode("utf-8", "replace"))
                 if not got and channel.exit_status_ready() and (channel.eof_received or channel.closed):
                     break
                 if cancel is not None and cancel.is_set():
                     raise Cancelled()
                 if deadline is not None and time.monotonic() > deadline:
-                    raise RemoteError(
-                        f"timed out after {timeout:g} s on {self.target.label}: {command}\n{tail(err, out)}"
-                    )
+                    text = tail(err.text(), out.text())
+                    raise RemoteError(f"timed out after {timeout:g} s on {self.target.label}: {shown}"
+                                      + (f"\n{text}" if text else ""))
                 if not self.transport.is_active():
-                    raise RemoteError(f"the connection to {self.target.label} was lost while running: {command}")
+                    raise RemoteError(f"the connection to {self.target.label} was lost while running: {shown}")
                 if not got:
                     select.select([channel], [], [], 0.1)
+            err.finish()
             status = channel.recv_exit_status()
+        except OutputLimitExceeded as exc:
+            raise limit_error(self.target.label, exc, command) from None
         finally:
             channel.close()
-        result = CommandResult(command, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"), status)
+        result = CommandResult(command, out.text(), err.text(), status)
         if check and status != 0:
             raise command_error(self.target.label, result)
         return result
@@ -391,8 +281,12 @@ class Connection:
                     channel.sendall(block)
             channel.shutdown_write()
             status = channel.recv_exit_status()
-            stderr = channel.makefile_stderr("rb").read().decode("utf-8", "replace")
+            stderr = channel.makefile_stderr("rb").read(STDERR_LIMIT).decode("utf-8", "replace")  # bounded
         finally:
             channel.close()
         if status != 0:
             raise command_error(self.target.label, CommandResult(command, "", stderr, status))
+
+
+__all__ = ["Connection", "PASSWORD_ENV", "SSHTarget", "resolve_target", "split_host", "record_host_key",
+           "DEFAULT_CONNECT_TIMEOUT", "DEFAULT_KEEPALIVE"]
