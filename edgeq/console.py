@@ -15,6 +15,8 @@ import sys
 import tempfile
 from typing import TYPE_CHECKING, Any, Iterator, TextIO
 
+from edgeq.text import printable
+
 if TYPE_CHECKING:  # pragma: no cover
     from rich.console import Console
 
@@ -68,11 +70,11 @@ last_captured: list[str] = []
 def warn(message: str) -> None:
     err = _console("err")
     err.print("[yellow]warning:[/] ", end="", markup=True)
-    err.print(message, markup=False)
+    err.print(printable(message), markup=False)
 
 
 def info(message: str) -> None:
-    _console("err").print(message, markup=False)
+    _console("err").print(printable(message), markup=False)
 
 
 def print_json(document: dict[str, Any]) -> None:
