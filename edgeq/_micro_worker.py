@@ -6,9 +6,10 @@ on stdout; the C-level stderr is captured to read the allocation report. ``edgeq
 instead forks its own process and calls ``measure_model`` in the child (see
 ``edgeq.micro.MicroRun.forked_report``), so this module imports nothing heavy.
 
-Request: ``model`` (a .tflite path), ``bisect`` (also find the minimal arena and run
-every sample), ``inputs``/``outputs``/``n_outputs`` (npz files of samples and outputs;
-without ``inputs`` the model runs once on zeros shaped by TFLM's own input details),
+Request: ``model`` (a .tflite path), ``bisect`` (also find the minimal arena),
+``inputs``/``outputs``/``n_outputs`` (npz files of samples and of TFLM's outputs for
+each of them, also written without ``bisect`` when ``outputs`` is given; without
+``inputs`` the model runs once on zeros shaped by TFLM's own input details),
 ``max_arena`` (default: ``default_max_arena`` of the model size).
 """
 
@@ -262,14 +263,14 @@ def measure_model(model: bytes, req: dict[str, Any]) -> dict[str, Any]:
     m = re.search(r"Arena allocation total (\d+) bytes", log)
     reported = int(m.group(1)) if m else None
 
-    if report_only:  # only the allocation report was asked for (edgeq emit)
+    if report_only and not req.get("outputs"):  # only the allocation report was asked for (edgeq emit)
         return {"ok": True, "reported_bytes": reported, "bisected_bytes": None, "samples": 0}
     if first is None:
         raise ValueError("a bisecting run needs its samples in 'inputs'")
     import numpy as np
     from tflite_micro import runtime
 
-    minimal = _minimal_arena(runtime, model, first, reported, big)
+    minimal = None if report_only else _minimal_arena(runtime, model, first, reported, big)
 
     outputs: list[list[np.ndarray]] = []
     for k in range(samples[0].shape[0]):

@@ -47,11 +47,16 @@ def check_out(out: Path, *, force: bool) -> None:
         )
 
 
-def _sample(run: Any) -> tuple[Any, Any]:
-    """First validation sample and LiteRT's reference output for it, embedded in firmware."""
-    if run.eval_q is None or run.ref_raw is None:
-        return None, None
-    return [x[0:1] for x in run.eval_q], [y[0:1] for y in run.ref_raw]
+def _sample(run: Any) -> tuple[Any, Any, str, str | None]:
+    """The firmware's embedded input, host TFLM's output for it (from the pipeline's
+    TFLM check, which ran that input), the input's origin, and who computed the output
+    (``None``: ``write_firmware`` computes it, falling back to LiteRT's reference
+    kernels where tflite-micro is missing)."""
+    from edgeq.codegen.sources import TFLM_REFERENCE
+
+    if run.fw_output is None:
+        return run.fw_input, None, run.fw_input_source, None
+    return run.fw_input, run.fw_output, run.fw_input_source, TFLM_REFERENCE
 
 
 def check_budget(run: Any, target: Any, opts: dict[str, Any]) -> Any:
@@ -101,7 +106,7 @@ def write(dest: Path, previous: Path | None, run: Any, *, name: str, target: Any
                 shutil.copytree(item, target_path, symlinks=True)
             else:
                 shutil.copy2(item, target_path)
-    sample_in, sample_out = _sample(run)
+    sample_in, sample_out, sample_source, sample_by = _sample(run)
     result = write_firmware(
         dest,
         tflite=run.data,
@@ -111,6 +116,8 @@ def write(dest: Path, previous: Path | None, run: Any, *, name: str, target: Any
         host_arena_bytes=_host_arena(run),
         sample_input=sample_in,
         reference_output=sample_out,
+        reference_input=sample_source,
+        **({"reference_by": sample_by} if sample_by else {}),
         source_name=run.model.path.name,
         board=opts.get("board"),
         lang=opts.get("lang") or "cpp",

@@ -118,15 +118,31 @@ def check_micro(
         return MicroResult(True, False, getattr(exc, "ops", ()), ops, error=exc.message)
 
 
+def host_outputs(data: bytes, info: ModelInfo, inputs: Sequence[np.ndarray], *, timeout: float = 600.0) -> tuple[np.ndarray, ...] | None:
+    """TFLM's own output for ``inputs`` (subgraph order, in the model's input dtypes),
+    computed on this host; ``None`` where the tflite-micro runtime is not installed.
+
+    Why TFLM and not LiteRT: a firmware compares its output with this, and LiteRT's
+    reference kernels round some requantizations differently from TFLM (see
+    ``edgeq.validation``), so only TFLM's own figure makes "match" mean "computes what
+    TFLM computes". Raises ``ModelError`` when TFLM cannot run the model.
+    """
+    if not runtime_available():
+        return None
+    return MicroRun(data, info, inputs, bisect=False).result(timeout).outputs
+
+
 class MicroRun:
     """A TFLM worker running in the background, so callers can overlap other work with it."""
 
     def __init__(
         self, data: bytes, info: ModelInfo, samples: Sequence[np.ndarray] | None, *, bisect: bool = True
     ) -> None:
-        """``bisect=False`` stops after the allocation report: no minimal arena, no outputs."""
+        """``bisect=False`` skips the minimal-arena search: without ``samples`` the run
+        stops after the allocation report; with them it also returns their outputs."""
         self.info: ModelInfo | None = info
         self._bisect = bisect
+        self._outputs = bisect or samples is not None
         self._tmp: tempfile.TemporaryDirectory[str] | None = tempfile.TemporaryDirectory(prefix="edgeq-micro-")
         t = Path(self._tmp.name)
         (t / "model.tflite").write_bytes(data)
@@ -156,7 +172,7 @@ class MicroRun:
         from edgeq import _micro_worker
 
         run = cls.__new__(cls)
-        run.info, run._bisect, run._tmp = None, False, None
+        run.info, run._bisect, run._outputs, run._tmp = None, False, False, None
         request = {"bisect": False}
         run._proc = _ForkedChild(lambda: json.dumps(_micro_worker.measure_model(data, request)))
         return run
@@ -216,7 +232,7 @@ class MicroRun:
                     )
                 raise ModelError(f"TensorFlow Lite Micro cannot run the model: {_tail(reply.get('log', ''))}")
             outputs: tuple[np.ndarray, ...] = ()
-            if self._bisect:
+            if self._outputs:
                 import numpy as np
 
                 assert self._tmp is not None

@@ -27,7 +27,7 @@ from edgeq.micro import MicroResult, check_micro, runtime_available
 from edgeq.quantize import MICRO_INCAPABLE, QuantSettings, convert, refuse_uninitialized_variables
 from edgeq.report import BuildReport, render_markdown
 from edgeq.tflite_info import ModelInfo, parse
-from edgeq.validation import ReferenceRunner, ValidationResult, compare, match_rate
+from edgeq.validation import ReferenceRunner, ValidationResult, compare, tflm_agreement
 
 if TYPE_CHECKING:
     from edgeq.layer_report import LayerReport
@@ -62,6 +62,9 @@ class _Run:
     warnings: list[str]
     qat: dict[str, Any] | None = None
     layers: "LayerReport | None" = None
+    fw_input: list[np.ndarray] | None = None  # the firmware's embedded input (batch 1, subgraph order)
+    fw_input_source: str = ""  # "eval sample 0", "calibration sample 0" or "pseudo-random (seed 0)"
+    fw_output: list[np.ndarray] | None = None  # host TFLM's output for fw_input (None: TFLM did not run)
 
 
 def _warn(warnings: list[str], message: str) -> None:
@@ -132,9 +135,19 @@ def _run(model_path: str | Path, opts: Options, *, micro_strict: bool) -> _Run:
     qat_summary = None
     if opts.qat is not None:
         data, info_, validation, eval_q, ref_raw, qat_summary = _qat(model, opts, calib, eval_s, float_out, validation)
-    micro = _micro(data, info_, settings, eval_q, micro_strict, warnings)
+    fw_input, fw_source = _firmware_input(model, data, info_, opts, eval_q, calib)
+    # TFLM runs the eval samples, or else the firmware's input: its output is the firmware's reference.
+    micro = _micro(data, info_, settings, eval_q if eval_q is not None else fw_input, micro_strict, warnings)
+    fw_output = [np.asarray(y)[0:1] for y in micro.outputs] if micro.outputs else None
     if micro.outputs and ref_raw is not None:
-        validation = dataclasses.replace(validation, tflm_match_rate=match_rate(ref_raw, list(micro.outputs)))
+        agree = tflm_agreement(ref_raw, list(micro.outputs))
+        validation = dataclasses.replace(
+            validation, tflm_match_rate=agree.match_rate, tflm_mismatch_values=agree.mismatch_values,
+            tflm_compared_values=agree.compared_values, tflm_max_step_diff=agree.max_step_diff,
+        )
+        message = agree.warning()
+        if message:
+            _warn(warnings, message)
     layers = None
     if opts.layer_report:
         if eval_s is None or calib is None:
@@ -142,7 +155,32 @@ def _run(model_path: str | Path, opts: Options, *, micro_strict: bool) -> _Run:
         from edgeq.layer_report import layer_report
 
         layers = layer_report(model, calib, eval_s, settings)
-    return _Run(model, data, info_, validation, micro, eval_q, ref_raw, warnings, qat_summary, layers)
+    return _Run(model, data, info_, validation, micro, eval_q, ref_raw, warnings, qat_summary, layers,
+                fw_input, fw_source, fw_output)
+
+
+def _firmware_input(
+    model: LoadedModel, data: bytes, info_: ModelInfo, opts: Options, eval_q: list[np.ndarray] | None,
+    calib: Samples | None,
+) -> tuple[list[np.ndarray], str]:
+    """The input a firmware embeds (batch 1, quantized, subgraph order) and its origin.
+
+    Every firmware checks something: the first evaluation sample; else the first
+    calibration sample (for a .tflite, the --calibration data if given, which is
+    otherwise unused); else a fixed pseudo-random input valid for the input tensors.
+    """
+    from edgeq.codegen.sources import PSEUDO_RANDOM_SEED, pseudo_random_input
+
+    if eval_q is not None:
+        return [x[0:1] for x in eval_q], "eval sample 0"
+    if calib is None and model.format == "tflite" and opts.calibration is not None and str(opts.calibration) != "random":
+        calib = load_samples(opts.calibration, model.inputs, scale=opts.scale, role="calibration",
+                             input_names=model.user_input_names)
+    if calib is not None and len(calib):
+        runner = ReferenceRunner(data, info_, [s.name for s in model.inputs], [s.name for s in model.outputs])
+        label = "calibration sample 0" + (" (random calibration data)" if calib.source == "random" else "")
+        return runner.to_subgraph([x[0:1] for x in calib.xs]), label
+    return pseudo_random_input(info_.inputs, seed=PSEUDO_RANDOM_SEED), f"pseudo-random (seed {PSEUDO_RANDOM_SEED})"
 
 
 def _validate(

@@ -66,10 +66,11 @@ def _all_targets() -> list[Target]:
 TARGETS = {t.name: t for t in _all_targets()}
 TARGET_NAMES = sorted(TARGETS)
 # Each target is rendered as issue 6 asks a render to succeed: with the sample (the default),
-# without one (has_sample false) and with C model data; targets with PSRAM once more with a
+# without one (write_firmware then embeds a pseudo-random input and host TFLM's output for
+# it: every firmware checks something) and with C model data; targets with PSRAM once more with a
 # RAM budget that pushes the arena there (the shell then allocates it, the runner is built
 # with <MACRO>_EXTERNAL_ARENA).
-VARIANTS = {"": {}, "@no-sample": {"sample": False}, "@lang-c": {"lang": "c"}, "@psram": {"psram": True}}
+VARIANTS = {"": {}, "@pseudo-random": {"sample": False}, "@lang-c": {"lang": "c"}, "@psram": {"psram": True}}
 KEYS = [n + v for n in TARGET_NAMES for v in VARIANTS if v != "@psram" or TARGETS[n].psram_bytes]
 # The ecosystems' own checkers are slower: run them on the variants that can change config files.
 CONFIG_KEYS = [k for k in KEYS if "@" not in k or k.endswith("@psram")]
@@ -319,19 +320,22 @@ SHARED = (f"{NAME}_runner.cpp", f"{NAME}_runner.h", f"{NAME}_op_resolver.h", f"{
 def test_runner_is_the_same_file_in_every_tree(trees: dict[str, Tree]) -> None:
     """For one model, ``<name>_runner.cpp``/``.h`` are byte-identical in every tree, whatever
     the target, build system, arena placement (PSRAM) or model-data language; so are the
-    op resolver, the model data header, the sample header and the model array. (Only
-    the embedded sample changes the runner: without one it runs on zeros.)"""
+    op resolver, the model data header, the sample header and the model array. The
+    runner does not even depend on the sample (given, or pseudo-random when none is)."""
     assert len({t.target.build_system for t in trees.values()}) >= 2, "needs two build systems"
     for has_sample in (True, False):
         for per_channel in (True, False):
             # Grouped by the model's bytes (a target converting dense layers per tensor
             # gets another model): the banner names the model's SHA-256.
             group = [t for t in trees.values() if t.has_sample == has_sample and t.target.per_channel_dense == per_channel]
-            for filename in SHARED + ((f"{NAME}_sample_input.h",) if has_sample else ()):
+            for filename in SHARED + (f"{NAME}_sample_input.h",):
                 versions: dict[bytes, list[str]] = {}
                 for t in group:
                     versions.setdefault(t.files()[t.model_file(filename)], []).append(t.key)
                 assert len(versions) <= 1, f"{filename} differs between trees: {list(versions.values())}"
+    for per_channel in (True, False):
+        runners = {t.files()[t.model_file(f"{NAME}_runner.cpp")] for t in trees.values() if t.target.per_channel_dense == per_channel}
+        assert len(runners) <= 1, "the runner depends on whether a sample was given"
     for lang in ("cpp", "c"):
         for per_channel in (True, False):
             arrays: dict[bytes, list[str]] = {}
@@ -356,10 +360,11 @@ def test_tree_has_model_runner_shell_and_readme(trees: dict[str, Tree], key: str
     files = t.text()
     system = load_build_system(t.target.build_system)
     data_ext = system.cpp_ext if t.lang == "cpp" else "c"
-    wanted = [*MODEL_FILES, f"{NAME}_model_data.{data_ext}"] + ([f"{NAME}_sample_input.h"] if t.has_sample else [])
+    wanted = [*MODEL_FILES, f"{NAME}_model_data.{data_ext}", f"{NAME}_sample_input.h"]  # always a sample
     missing = [t.model_file(w) for w in wanted if t.model_file(w) not in files]
     assert not missing, f"{key}: missing {missing}"
-    assert t.has_sample or t.model_file(f"{NAME}_sample_input.h") not in files
+    origin = "pseudo-random (seed 0)" if not t.has_sample else "given by the caller"
+    assert origin in files[t.model_file(f"{NAME}_sample_input.h")] and t.result.reference_input == origin
     assert "README.md" in files and ".edgeq-manifest.json" in files
     assert set(t.result.files) == set(files) - {".edgeq-manifest.json"}
     assert f"{t.result.arena_bytes:,}" in files["README.md"] or str(t.result.arena_bytes) in files["README.md"], \

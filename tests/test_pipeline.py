@@ -17,7 +17,8 @@ REPORT_KEYS = {
     "model": {"path", "format", "sha256"},
     "tflite": {"path", "size_bytes", "sha256"},
     "quantization": {"mode", "input_dtype", "output_dtype", "input_scale", "input_zero_point", "output_scale", "output_zero_point"},
-    "validation": {"samples", "float_accuracy", "quantized_accuracy", "agreement", "rmse", "max_abs_error", "cosine", "tflm_match_rate"},
+    "validation": {"samples", "float_accuracy", "quantized_accuracy", "agreement", "rmse", "max_abs_error", "cosine", "tflm_match_rate",
+                   "tflm_mismatch_values", "tflm_compared_values", "tflm_max_step_diff"},
     "micro": {"supported", "unsupported_ops", "ops", "arena_bytes"},
 }
 
@@ -179,3 +180,69 @@ def test_two_builds_are_byte_identical(tmp_path: Path) -> None:
         if rel.name in ("report.json", "report.md"):
             continue  # they name the output folder, which differs here by design
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
+
+
+def _embedded(header: Path, kind: str, index: int = 0) -> list[int]:
+    """The bytes of ``g_<name>_<kind><index>`` in a generated ``_sample_input.h``."""
+    import re
+
+    body = re.search(rf"_{kind}{index}\[\d+\] = \{{(.*?)\}};", header.read_text(), re.S).group(1)
+    return [int(v, 16) for v in re.findall(r"0x[0-9a-f]{2}", body)]
+
+
+def test_every_firmware_embeds_an_input_and_tflm_output(example_tflite: Path, tmp_path: Path) -> None:
+    """Without eval data the firmware still checks something: a calibration sample when
+    --calibration is given (for a .tflite it is otherwise unused), else the seeded
+    pseudo-random input; the expected output is host TFLM's for that input."""
+    from edgeq.codegen.sources import pseudo_random_input
+    from edgeq.example import example_files
+    from edgeq.micro import host_outputs
+    from edgeq.tflite_info import read_tflite
+
+    _, calib, _ = example_files()
+    data, info = read_tflite(example_tflite)
+    for args, origin in (((), "pseudo-random (seed 0)"), (("--calibration", calib), "calibration sample 0")):
+        out = tmp_path / origin.split()[0]
+        r = run_edgeq("build", example_tflite, "--target", "host", "--out", out, "--name", "digits", *args, "--json")
+        assert r.code == 0, r.stderr
+        fw = r.json["firmware"]
+        assert fw["reference_input"] == origin and fw["reference_output"].startswith("TFLM")
+        assert r.json["validation"]["tflm_match_rate"] is None  # nothing to validate against
+        header = out / "src" / "digits_sample_input.h"
+        assert f"input:  {origin}" in header.read_text()
+        if args:
+            x = np.clip(np.round(np.load(calib)[0:1] * 255.0), 0, 255).astype(np.uint8).reshape(1, 8, 8, 1)
+        else:
+            x = pseudo_random_input(info.inputs)[0]
+        assert _embedded(header, "sample_input") == list(x.ravel())
+        assert _embedded(header, "reference_output") == list(np.asarray(host_outputs(data, info, [x])[0]).ravel())
+        runner = (out / "src" / "digits_runner.cpp").read_text()
+        assert "no reference output" not in runner and "LiteRT" not in runner
+
+
+def test_dense_only_model_warns_of_litert_mismatch_and_embeds_tflm(tmp_path: Path) -> None:
+    """A per-channel Dense-only model: LiteRT's reference kernels round differently from
+    TFLM, so the report says how many values differ (a warning and validation.tflm_*),
+    and the firmware's reference is TFLM's output, not LiteRT's."""
+    from edgeq.micro import host_outputs
+    from edgeq.tflite_info import read_tflite
+    from tests.codegen_models import dense_only
+
+    model = dense_only()
+    rng = np.random.default_rng(7)
+    ev = tmp_path / "eval.npz"
+    np.savez(ev, x=rng.random((200, 64), dtype=np.float32))
+    out = tmp_path / "fw"
+    r = run_edgeq("build", model, "--target", "host", "--eval-data", ev, "--out", out, "--name", "dense", "--json")
+    assert r.code == 0, r.stderr
+    v = r.json["validation"]
+    assert v["tflm_compared_values"] == 200 * 8
+    assert 0 < v["tflm_mismatch_values"] < v["tflm_compared_values"] and v["tflm_max_step_diff"] >= 1
+    assert v["tflm_match_rate"] < 1.0
+    warning = next(w for w in r.json["warnings"] if "differ on" in w)
+    assert f"differ on {v['tflm_mismatch_values']} of 1600 output values" in warning
+    assert r.json["firmware"]["reference_input"] == "eval sample 0"
+    data, info = read_tflite(model)
+    header = out / "src" / "dense_sample_input.h"
+    x = np.asarray(_embedded(header, "sample_input"), np.uint8).reshape(1, 64)
+    assert _embedded(header, "reference_output") == list(np.asarray(host_outputs(data, info, [x])[0]).ravel())

@@ -1,8 +1,9 @@
 """The portable runner compiles, with warnings as errors, against small headers-only
 stubs of the TFLM API (``tests/stubs/tflm``, written for these tests; not TFLM) with
 ``g++`` and ``arm-none-eabi-g++`` (Cortex-M4F and Cortex-M0+), for every branch of its
-template: integer and float I/O, with and without an embedded sample, C or C++ model
-data, the static arena or ``<MACRO>_EXTERNAL_ARENA`` (PSRAM), a sanitized hostile name.
+template: integer and float I/O, a given or a pseudo-random embedded sample, C or C++
+model data, the static arena or ``<MACRO>_EXTERNAL_ARENA`` (PSRAM), a sanitized hostile
+name, with and without ``EDGEQ_FIND_MIN_ARENA`` (the on-device minimal-arena search).
 
 The stubs also link on the host. They run no model (``Invoke()`` computes nothing, the
 outputs stay zero), so a linked runner must *not* claim a match: it reaches its output
@@ -50,7 +51,7 @@ class Sources:
     src: Path
     name: str
     lang: str
-    has_sample: bool
+    pseudo_random: bool
 
     @property
     def macro(self) -> str:
@@ -85,8 +86,10 @@ def _float_io(info):  # type: ignore[no-untyped-def]
     return dataclasses.replace(info, inputs=tuple(map(retype, info.inputs)), outputs=tuple(map(retype, info.outputs)))
 
 
-def _generate(out: Path, tiny, *, name: str = "tiny", lang: str = "cpp", sample: bool = True, float_io: bool = False) -> Sources:  # type: ignore[no-untyped-def]
-    data, info, sample_in, reference = tiny
+def _generate(out: Path, tiny, *, name: str = "tiny", lang: str = "cpp", sample: bool = True, float_io: bool = False,  # type: ignore[no-untyped-def]
+              reference: list | None = None) -> Sources:
+    data, info, sample_in, litert_reference = tiny
+    reference = litert_reference if reference is None else reference
     if float_io:
         info = _float_io(info)
         rng = np.random.default_rng(1)
@@ -97,14 +100,13 @@ def _generate(out: Path, tiny, *, name: str = "tiny", lang: str = "cpp", sample:
                             sample_input=sample_in if sample else None, reference_output=reference if sample else None,
                             source_name="tiny.tflite", board=None, lang=lang)
     src = out / load_build_system(target.build_system).sources_dir(result.name)
-    return Sources(src=src, name=result.name, lang=lang, has_sample=sample)
+    return Sources(src=src, name=result.name, lang=lang, pseudo_random=not sample)
 
 
 VARIANTS = {
     "int-io": {},
-    "int-io-no-sample": {"sample": False},
+    "int-io-pseudo-random": {"sample": False},  # write_firmware makes the input, host TFLM the output
     "float-io": {"float_io": True},
-    "float-io-no-sample": {"float_io": True, "sample": False},
     "c-model-data": {"lang": "c"},
     "hostile-name": {"name": "3-in-1 net"},
 }
@@ -160,13 +162,19 @@ def test_runner_and_model_data_compile(sources: dict[str, Sources], variant: str
     ``<name>_model_data.cc``/``.c`` compile warning-free; the symbols are the C API of
     ``<name>_runner.h``, and the external-arena build really drops the arena."""
     s = sources[variant]
-    assert s.has_sample == (s.src / f"{s.name}_sample_input.h").is_file()
+    assert (s.src / f"{s.name}_sample_input.h").is_file()  # every firmware checks something
     _compile(compiler, s.data, tmp_path)
     static = _symbols(compiler, _compile(compiler, s.runner, tmp_path))
     external = _symbols(compiler, _compile(compiler, s.runner, tmp_path, f"-D{s.macro}_EXTERNAL_ARENA"))
+    search = _symbols(compiler, _compile(compiler, s.runner, tmp_path, "-DEDGEQ_FIND_MIN_ARENA"))
+    search_external = _symbols(compiler, _compile(compiler, s.runner, tmp_path, "-DEDGEQ_FIND_MIN_ARENA", f"-D{s.macro}_EXTERNAL_ARENA"))
     # C linkage: unmangled names, as the platform shells (C or C++) call them.
     assert f"{s.name}_run" in static and f"{s.name}_run_with_arena" in static, sorted(static)
     assert f"{s.name}_run_with_arena" in external and f"{s.name}_run" not in external, sorted(external)
+    # The search exists only with EDGEQ_FIND_MIN_ARENA: production firmware never carries it.
+    assert not [sym for sym in (*static, *external) if "find_min_arena" in sym]
+    assert {f"{s.name}_find_min_arena", f"{s.name}_find_min_arena_with_arena"} <= set(search), sorted(search)
+    assert f"{s.name}_find_min_arena_with_arena" in search_external and f"{s.name}_find_min_arena" not in search_external
     arena = [size for sym, size in static.items() if "g_tensor_arena" in sym]
     assert arena == [_arena_size(s)], (arena, _arena_size(s))
     assert not [sym for sym in external if "g_tensor_arena" in sym]
@@ -362,21 +370,71 @@ def _run(exe: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def test_linked_runner_reports_the_stubs_zero_output_as_a_mismatch(sources: dict[str, Sources], variant: str, tmp_path: Path) -> None:
     """Linked on the host against the stubs (C++ or C model data): the runner reads the
     real model's schema version and tensor sizes, runs, and, as the stub computed nothing,
-    reports a mismatch against the LiteRT reference instead of a match."""
+    reports a mismatch against the TFLM reference instead of a match."""
     s = sources[variant]
     proc = _run(_link(s, tmp_path, MAIN))
     assert proc.returncode == EXIT_CODES["mismatch"], proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
     assert re.fullmatch(rf"edgeq: arena_used_bytes=\d+ k{s.camel}TensorArenaSize={_arena_size(s)}", lines[0]), lines
     assert re.fullmatch(r"edgeq: output0\[0\] = 0 \(reference \d+\)( MISMATCH)?", lines[1]), lines
-    assert lines[-1].startswith("edgeq: MISMATCH: ") and all(line.startswith("edgeq: ") for line in lines)
+    assert re.fullmatch(r"edgeq: MISMATCH: \d+ value\(s\) differ from the TFLM reference", lines[-1]), lines
+    assert all(line.startswith("edgeq: ") for line in lines)
 
 
-def test_linked_runner_without_sample_runs_once(sources: dict[str, Sources], tmp_path: Path) -> None:
-    s = sources["int-io-no-sample"]
-    proc = _run(_link(s, tmp_path, MAIN))
-    assert proc.returncode == EXIT_CODES["match"], proc.stdout + proc.stderr
-    assert proc.stdout.splitlines()[-1] == "edgeq: no reference output embedded; ran one inference"
+def test_pseudo_random_sample_and_tflm_reference(sources: dict[str, Sources], tiny) -> None:  # type: ignore[no-untyped-def]
+    """Without a sample, write_firmware embeds the seeded pseudo-random input (it uses the
+    whole uint8 range) and host TFLM's output for it, which is what the real TFLM prints."""
+    from edgeq.codegen.sources import pseudo_random_input
+    from edgeq.micro import host_outputs
+
+    data, info, _, _ = tiny
+    header = (sources["int-io-pseudo-random"].src / "tiny_sample_input.h").read_text()
+    assert "pseudo-random (seed 0)" in header and "TFLM" in header
+    x = pseudo_random_input(info.inputs)
+    assert x[0].dtype == np.uint8 and x[0].shape == tuple(info.inputs[0].shape) and x[0].min() < 16 and x[0].max() > 240
+    assert all(np.array_equal(a, b) for a, b in zip(x, pseudo_random_input(info.inputs)))  # seeded
+    want = host_outputs(data, info, x)
+    assert want is not None  # tflite-micro is a test dependency here
+    embedded = re.search(r"g_tiny_reference_output0\[\d+\] = \{(.*?)\};", header, re.S).group(1)
+    assert [int(v, 16) for v in re.findall(r"0x[0-9a-f]{2}", embedded)] == list(np.asarray(want[0]).ravel())
+
+
+FIND_MAIN = r"""
+#include <cstdio>
+#include "{name}_runner.h"
+
+static void Print(const char* line) {{ std::fputs(line, stdout); }}
+
+int main() {{
+  const int status = {name}_run(Print);
+  if (status != 0) return status;
+  return {name}_find_min_arena(Print) == 0 ? 9 : 0;
+}}
+"""
+
+
+def test_linked_min_arena_search_bisects_to_the_stubs_footprint(tiny, tmp_path: Path) -> None:
+    """EDGEQ_FIND_MIN_ARENA: with a reference the stub reproduces (zeros), the search
+    rebuilds the interpreter per attempt and ends at the stub's footprint rounded up to 16
+    bytes, the smallest arena in which its AllocateTensors() succeeds."""
+    _, info, _, _ = tiny
+    zeros = [np.zeros(t.shape, np.dtype(t.dtype.lower())) for t in info.outputs]
+    s = _generate(tmp_path / "zeros", tiny, reference=zeros)
+    proc = _run(_link(s, tmp_path, FIND_MAIN, "-DEDGEQ_FIND_MIN_ARENA"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    used = int(re.fullmatch(r"edgeq: arena_used_bytes=(\d+) k\w+=\d+", lines[0]).group(1))
+    assert "edgeq: output matches the TFLM reference" in lines
+    assert lines[-1] == f"edgeq: min_arena_bytes={(used + 15) // 16 * 16}", lines
+
+
+def test_linked_min_arena_search_without_a_match(sources: dict[str, Sources], tmp_path: Path) -> None:
+    """No arena reproduces a reference the stub cannot compute: 0, and no min_arena line."""
+    s = sources["int-io"]
+    main = FIND_MAIN.replace("if (status != 0) return status;", "(void)status;")
+    proc = _run(_link(s, tmp_path, main, "-DEDGEQ_FIND_MIN_ARENA"))
+    assert proc.returncode == 9, proc.stdout
+    assert "min_arena_bytes=" not in proc.stdout and proc.stdout.splitlines()[-1].startswith("edgeq: no minimal arena")
 
 
 @pytest.mark.parametrize(("define", "code", "message"), [

@@ -29,7 +29,8 @@ from edgeq.codegen.arena import measure_host_arena
 from edgeq.codegen.budget import BudgetFigures, check_budget
 from edgeq.codegen.scaffold import GeneratedFile, WriteResult, render_tree, write_tree
 from edgeq.codegen.jinja import render
-from edgeq.codegen.sources import SourceOptions, base_context, model_sources, sample_source
+from edgeq.codegen.sources import (LITERT_FALLBACK, PSEUDO_RANDOM_SEED, TFLM_REFERENCE, SourceOptions, base_context,
+                                   model_sources, pseudo_random_input, sample_source)
 from edgeq.errors import TargetError, UnsupportedOpError
 from edgeq.targets import _BOARD_RE, Board, Target, load_board
 from edgeq.tflite_info import ModelInfo
@@ -52,6 +53,8 @@ class FirmwareResult:
     budget: BudgetFigures
     build_system: str = "cmake-tflm"
     warnings: tuple[str, ...] = ()
+    reference_input: str = ""  # where the embedded input came from, e.g. "eval sample 0"
+    reference_output: str = TFLM_REFERENCE  # who computed the expected output for it
 
     @property
     def files(self) -> tuple[str, ...]:
@@ -73,6 +76,8 @@ class FirmwareResult:
             "budget": self.budget.to_dict(),
             "write": self.write.to_dict(),
             "warnings": list(self.warnings),
+            "reference_input": self.reference_input,
+            "reference_output": self.reference_output,
         }
 
 
@@ -148,22 +153,28 @@ def project_files(
     board: Board | None,
     budget: BudgetFigures,
     source_name: str,
-    sample_input: Sequence[np.ndarray] | None,
-    reference_output: Sequence[np.ndarray] | None,
+    sample_input: Sequence[np.ndarray],
+    reference_output: Sequence[np.ndarray],
     board_name: str | None = None,
+    reference_input: str = "",
+    reference_by: str = TFLM_REFERENCE,
 ) -> list[GeneratedFile]:
-    """Every file of the project, rendered in memory (nothing is written here)."""
+    """Every file of the project, rendered in memory (nothing is written here).
+
+    Every project embeds a sample: ``sample_input`` and ``reference_output`` (what
+    ``reference_by``, normally host TFLM, computed for it), so every firmware checks
+    something; ``reference_input`` names the input's origin in the header's comment.
+    """
     board_name = board_name if board_name is not None else (board.name if board else None)
     system = load_build_system(target.build_system)
     src = system.sources_dir(options.name)
     files = model_sources(tflite=tflite, info=info, options=options, source_name=source_name,
                           arena=budget.arena, target_name=target.name, dest=src)
-    has_sample = sample_input is not None and reference_output is not None
-    if has_sample:
-        files.append(sample_source(info=info, options=options, source_name=source_name,
-                                   sample_input=sample_input, reference_output=reference_output, dest=src))
+    files.append(sample_source(info=info, options=options, source_name=source_name, sample_input=sample_input,
+                               reference_output=reference_output, dest=src, reference_input=reference_input,
+                               reference_by=reference_by))
     ctx = base_context(info=info, options=options, source_name=source_name)
-    ctx.update(has_sample=has_sample, exit_codes=EXIT_CODES)
+    ctx.update(exit_codes=EXIT_CODES, reference_input=reference_input or "given by the caller", reference_by=reference_by)
     # The runner sees model facts only (StrictUndefined makes any target fact an error).
     files += runner_files(ctx, src)
     ctx.update(
@@ -216,6 +227,8 @@ def write_firmware(
     sample_input: list[np.ndarray] | None,
     reference_output: list[np.ndarray] | None,
     source_name: str,
+    reference_input: str = "",
+    reference_by: str = TFLM_REFERENCE,
     board: str | None = None,
     lang: str = "cpp",
     labels: list[str] | None = None,
@@ -228,16 +241,29 @@ def write_firmware(
     """Write the model sources and the project scaffold for ``target`` into ``out_dir``.
 
     ``host_arena_bytes`` is TFLM's arena on the host (measured here if ``None``);
-    ``sample_input``/``reference_output`` are quantized arrays, the latter LiteRT's
-    BUILTIN_REF output, embedded so the firmware can prove it computes the same thing.
+    ``sample_input`` (quantized, batch 1, subgraph order) is embedded with
+    ``reference_output``, what host TFLM computed for it (``reference_by`` says so when
+    it is not TFLM), so the firmware proves it computes what TFLM computes;
+    ``reference_input`` names where the input came from (for the report). Without a
+    sample, a pseudo-random one (seed 0) is made; without its output, host TFLM runs it
+    here (LiteRT's reference kernels, with a warning, where tflite-micro is missing).
     Raises ``BudgetError`` (unless ``allow_over_budget``), ``TargetError`` for a board
     that does not fit the target, ``OutputExistsError`` for foreign files in the way.
     """
     board_obj, board_name, warnings = resolve_board(target, board, own_budgets=flash is not None and ram is not None)
     check_target_ops(info, target)
     system = load_build_system(target.build_system)
-    if (sample_input is None) != (reference_output is None):
-        raise ValueError("sample_input and reference_output go together")
+    if sample_input is None and reference_output is not None:
+        raise ValueError("a reference_output needs the sample_input it was computed for")
+    if sample_input is None:
+        sample_input = pseudo_random_input(info.inputs, seed=PSEUDO_RANDOM_SEED)
+        reference_input = f"pseudo-random (seed {PSEUDO_RANDOM_SEED})"
+    if reference_output is None:
+        reference_output, reference_by = reference_outputs(tflite, info, sample_input)
+        if reference_by != TFLM_REFERENCE:
+            warnings.append("the firmware's expected output comes from LiteRT's reference kernels (tflite-micro is not "
+                            "installed here), which round some requantizations differently from TFLM: a device that "
+                            "is right can report MISMATCH; build on x86-64 Linux with tflite-micro for TFLM's own output")
     options = SourceOptions.create(name=name, lang=lang, labels=labels, cpp_ext=system.cpp_ext)
     system.check_name(options.name)
     host = host_arena_bytes if host_arena_bytes is not None else measure_host_arena(tflite, info=info)
@@ -245,11 +271,44 @@ def write_firmware(
                           allow_over_budget=allow_over_budget)
     files = project_files(tflite=tflite, info=info, options=options, target=target, board=board_obj, budget=budget,
                           source_name=source_name, sample_input=sample_input, reference_output=reference_output,
-                          board_name=board_name)
+                          board_name=board_name, reference_input=reference_input, reference_by=reference_by)
     result = write_tree(Path(out_dir), files, force=force, dry_run=dry_run)
     return FirmwareResult(out_dir=Path(out_dir), name=options.name, target=target.name,
                           board=board_name, write=result, budget=budget, build_system=system.name,
-                          warnings=tuple(warnings))
+                          warnings=tuple(warnings), reference_input=reference_input or "given by the caller",
+                          reference_output=reference_by)
 
 
-__all__ = ["FirmwareResult", "write_firmware", "check_budget", "project_files", "runner_files", "resolve_board", "check_target_ops", "qemu_command", "EXIT_CODES"]
+def reference_outputs(tflite: bytes, info: ModelInfo, sample_input: Sequence[np.ndarray]) -> tuple[list[np.ndarray], str]:
+    """The firmware's expected output for ``sample_input`` and who computed it: host
+    TFLM, or LiteRT's reference kernels (BUILTIN_REF) where tflite-micro cannot run.
+
+    Remembered per (model, input) in this process: rendering one model for several
+    targets (or twice, to check determinism) runs TFLM once.
+    """
+    key = (tflite, tuple((x.dtype.str, x.shape, x.tobytes()) for x in map(np.asarray, sample_input)))
+    if key not in _REFERENCE_CACHE:
+        if len(_REFERENCE_CACHE) >= 8:
+            _REFERENCE_CACHE.pop(next(iter(_REFERENCE_CACHE)))
+        _REFERENCE_CACHE[key] = _compute_reference(tflite, info, sample_input)
+    outputs, by = _REFERENCE_CACHE[key]
+    return [y.copy() for y in outputs], by
+
+
+_REFERENCE_CACHE: dict[Any, tuple[list[np.ndarray], str]] = {}
+
+
+def _compute_reference(tflite: bytes, info: ModelInfo, sample_input: Sequence[np.ndarray]) -> tuple[list[np.ndarray], str]:
+    from edgeq.micro import host_outputs
+
+    outputs = host_outputs(tflite, info, list(sample_input))
+    if outputs is not None:
+        return [np.asarray(y)[0:1] for y in outputs], TFLM_REFERENCE
+    from edgeq.validation import ReferenceRunner
+
+    runner = ReferenceRunner(tflite, info, [t.name for t in info.inputs], [t.name for t in info.outputs])
+    return [y[0:1] for y in runner.run_raw(list(sample_input))], LITERT_FALLBACK
+
+
+__all__ = ["FirmwareResult", "write_firmware", "check_budget", "project_files", "runner_files", "resolve_board", "check_target_ops",
+           "qemu_command", "reference_outputs", "EXIT_CODES"]

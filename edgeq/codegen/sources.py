@@ -164,10 +164,50 @@ def _raw(arrays: Sequence[np.ndarray], tensors: Sequence[TensorInfo], what: str)
     return out
 
 
-def sample_source(*, info: ModelInfo, options: SourceOptions, source_name: str, sample_input: Sequence[np.ndarray], reference_output: Sequence[np.ndarray], dest: str = "") -> GeneratedFile:
-    """``<name>_sample_input.h``: one input and LiteRT's (BUILTIN_REF) output for it."""
+#: What the firmware's expected output is, in the sample header and the report.
+TFLM_REFERENCE = "TFLM (the tflite-micro Python runtime)"
+LITERT_FALLBACK = "LiteRT's reference kernels (tflite-micro is not installed here)"
+PSEUDO_RANDOM_SEED = 0
+
+
+def pseudo_random_input(tensors: Sequence[TensorInfo], *, seed: int = PSEUDO_RANDOM_SEED) -> list[np.ndarray]:
+    """A fixed input (batch of 1) for a firmware without eval or calibration data.
+
+    Why not zeros: a zero input leaves most multiplies at zero and proves little. The
+    values are valid for each tensor by construction: integer tensors draw uniformly
+    from their dtype's whole range (every raw value is a legal quantized value), float
+    tensors from [0, 1) like ``--calibration random``, booleans 0/1. Seeded, so the
+    same model always gets the same header.
+    """
+    rng = np.random.default_rng(seed)
+    out = []
+    for t in tensors:
+        view = tensor_view(t)
+        shape = tuple(t.shape) or (1,)
+        dtype = np.dtype("uint8" if t.dtype == "BOOL" else t.dtype.lower())
+        if t.dtype == "BOOL":
+            x = rng.integers(0, 2, size=shape).astype(dtype)
+        elif dtype.kind == "f":
+            x = rng.random(shape).astype(dtype)
+        else:
+            lim = np.iinfo(dtype)
+            x = rng.integers(lim.min, lim.max, size=shape, dtype=dtype, endpoint=True)
+        assert x.size == view["elements"]
+        out.append(x)
+    return out
+
+
+def sample_source(*, info: ModelInfo, options: SourceOptions, source_name: str, sample_input: Sequence[np.ndarray], reference_output: Sequence[np.ndarray], dest: str = "",
+                  reference_input: str = "", reference_by: str = TFLM_REFERENCE) -> GeneratedFile:
+    """``<name>_sample_input.h``: one input and the output host TFLM computed for it.
+
+    ``reference_input`` says where the input came from (e.g. "eval sample 0");
+    ``reference_by`` who computed the output (TFLM, or LiteRT's reference kernels
+    where tflite-micro cannot run).
+    """
     ctx = base_context(info=info, options=options, source_name=source_name)
-    ctx.update(samples=_raw(sample_input, info.inputs, "sample input"), references=_raw(reference_output, info.outputs, "reference output"))
+    ctx.update(samples=_raw(sample_input, info.inputs, "sample input"), references=_raw(reference_output, info.outputs, "reference output"),
+               reference_input=reference_input or "given by the caller", reference_output=reference_by)
     prefix = f"{dest}/" if dest else ""
     return GeneratedFile(f"{prefix}{options.name}_sample_input.h", render("emit/sample_input.h.j2", ctx).encode("utf-8"), "model")
 
@@ -193,4 +233,5 @@ def label_warnings(labels: Sequence[str], info: ModelInfo) -> list[str]:
     return []
 
 
-__all__ = ["SourceOptions", "LANGS", "tensor_view", "base_context", "model_data_source", "model_sources", "sample_source", "read_labels", "label_warnings"]
+__all__ = ["SourceOptions", "LANGS", "tensor_view", "base_context", "model_data_source", "model_sources", "sample_source", "pseudo_random_input",
+           "read_labels", "label_warnings", "TFLM_REFERENCE", "LITERT_FALLBACK", "PSEUDO_RANDOM_SEED"]

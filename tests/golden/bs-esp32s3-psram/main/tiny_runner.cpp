@@ -37,10 +37,10 @@ void Say(const char* format, ...) {
   if (g_print != nullptr) g_print(line);
 }
 
-// Interpreter and resolver live in static storage, built in place on each run: small
-// main stacks (2 KB on RP2040, 3.5 KB in ESP-IDF's main task) must not hold them, and
-// no static constructor has to have run.
-// Destroys an object built with placement new when the run ends, on every return path.
+// Interpreter and resolver live in static storage, built in place on each attempt:
+// small main stacks (2 KB on RP2040, 3.5 KB in ESP-IDF's main task) must not hold them,
+// no static constructor has to have run, and the arena search can start afresh.
+// Destroys an object built with placement new when it goes out of scope, on every path.
 template <typename T>
 struct Built {
   T* object = nullptr;
@@ -57,48 +57,56 @@ alignas(tflite::MicroInterpreter) unsigned char g_interpreter_storage[sizeof(tfl
 alignas(16) uint8_t g_tensor_arena[kTinyTensorArenaSize];
 #endif
 
-}  // namespace
-
-extern "C" int tiny_run_with_arena(uint8_t* arena, size_t arena_bytes, tiny_print_fn print) {
-  g_print = print;
+// What the run and the arena search share: the caller's arena, the model's schema
+// version and the operator registrations (into `resolver`).
+int Setup(uint8_t* arena, size_t arena_bytes, const tflite::Model** model, Built<TinyOpResolver>* resolver) {
   if (arena == nullptr || (reinterpret_cast<uintptr_t>(arena) % 16u) != 0 || arena_bytes < kTinyTensorArenaSize) {
     Say("edgeq: the tensor arena must be 16-byte aligned and at least %u bytes\n", static_cast<unsigned>(kTinyTensorArenaSize));
     return TINY_RUN_SETUP_FAILED;
   }
   tflite::InitializeTarget();
-
-  const tflite::Model* model = tflite::GetModel(g_tiny_model_data);
-  if (model->version() != TFLITE_SCHEMA_VERSION) {
-    Say("edgeq: model schema %u, TFLM expects %d\n", static_cast<unsigned>(model->version()), TFLITE_SCHEMA_VERSION);
+  *model = tflite::GetModel(g_tiny_model_data);
+  if ((*model)->version() != TFLITE_SCHEMA_VERSION) {
+    Say("edgeq: model schema %u, TFLM expects %d\n", static_cast<unsigned>((*model)->version()), TFLITE_SCHEMA_VERSION);
     return TINY_RUN_SETUP_FAILED;
   }
-  Built<TinyOpResolver> resolver;
-  resolver.object = new (g_resolver_storage) TinyOpResolver();
-  if (RegisterTinyOps(*resolver.object) != kTfLiteOk) {
+  resolver->object = new (g_resolver_storage) TinyOpResolver();
+  if (RegisterTinyOps(*resolver->object) != kTfLiteOk) {
     Say("edgeq: registering the model's ops failed\n");
     return TINY_RUN_SETUP_FAILED;
   }
+  return TINY_RUN_MATCH;
+}
+
+// One inference with a fresh interpreter in the first `arena_bytes` bytes of `arena`:
+// allocate, copy the sample in, invoke, compare every output value with the TFLM
+// reference. `report` prints the run's report (the arena search runs quietly);
+// `used` receives arena_used_bytes() after a successful allocation.
+int Attempt(const tflite::Model* model, const TinyOpResolver& resolver, uint8_t* arena, size_t arena_bytes, bool report, size_t* used) {
   Built<tflite::MicroInterpreter> built;
-  built.object = new (g_interpreter_storage) tflite::MicroInterpreter(model, *resolver.object, arena, arena_bytes);
+  built.object = new (g_interpreter_storage) tflite::MicroInterpreter(model, resolver, arena, arena_bytes);
   tflite::MicroInterpreter* interpreter = built.object;
   if (interpreter->AllocateTensors() != kTfLiteOk) {
-    Say("edgeq: AllocateTensors() failed with a %u-byte arena\n", static_cast<unsigned>(arena_bytes));
+    if (report) Say("edgeq: AllocateTensors() failed with a %u-byte arena\n", static_cast<unsigned>(arena_bytes));
     return TINY_RUN_SETUP_FAILED;
   }
-  Say("edgeq: arena_used_bytes=%u kTinyTensorArenaSize=%u\n",
-      static_cast<unsigned>(interpreter->arena_used_bytes()), static_cast<unsigned>(kTinyTensorArenaSize));
+  *used = interpreter->arena_used_bytes();
+  if (report) {
+    Say("edgeq: arena_used_bytes=%u kTinyTensorArenaSize=%u\n",
+        static_cast<unsigned>(*used), static_cast<unsigned>(kTinyTensorArenaSize));
+  }
 
   {
     TfLiteTensor* input = interpreter->input(0);
     if (input == nullptr || input->bytes != 64u) {
-      Say("edgeq: input 0 is not the expected 64 bytes\n");
+      if (report) Say("edgeq: input 0 is not the expected 64 bytes\n");
       return TINY_RUN_SETUP_FAILED;
     }
     std::memcpy(input->data.raw, g_tiny_sample_input0, 64u);
   }
 
   if (interpreter->Invoke() != kTfLiteOk) {
-    Say("edgeq: Invoke() failed\n");
+    if (report) Say("edgeq: Invoke() failed\n");
     return TINY_RUN_INVOKE_FAILED;
   }
 
@@ -106,7 +114,7 @@ extern "C" int tiny_run_with_arena(uint8_t* arena, size_t arena_bytes, tiny_prin
   {
     const TfLiteTensor* output = interpreter->output(0);
     if (output == nullptr || output->bytes != 3u) {
-      Say("edgeq: output 0 is not the expected 3 bytes\n");
+      if (report) Say("edgeq: output 0 is not the expected 3 bytes\n");
       return TINY_RUN_SETUP_FAILED;
     }
     for (unsigned i = 0; i < 3u; ++i) {
@@ -116,18 +124,30 @@ extern "C" int tiny_run_with_arena(uint8_t* arena, size_t arena_bytes, tiny_prin
       std::memcpy(&want, g_tiny_reference_output0 + i * sizeof(want), sizeof(want));
       const bool same = have == want;
       if (!same) ++mismatches;
-      if (i < 16u || !same) {
+      if (report && (i < 16u || !same)) {
         Say("edgeq: output0[%u] = %ld (reference %ld)%s\n", i, static_cast<long>(have), static_cast<long>(want), same ? "" : " MISMATCH");
       }
     }
   }
 
   if (mismatches != 0) {
-    Say("edgeq: MISMATCH: %lu value(s) differ from the LiteRT reference\n", mismatches);
+    if (report) Say("edgeq: MISMATCH: %lu value(s) differ from the TFLM reference\n", mismatches);
     return TINY_RUN_MISMATCH;
   }
-  Say("edgeq: output matches the LiteRT reference\n");
+  if (report) Say("edgeq: output matches the TFLM reference\n");
   return TINY_RUN_MATCH;
+}
+
+}  // namespace
+
+extern "C" int tiny_run_with_arena(uint8_t* arena, size_t arena_bytes, tiny_print_fn print) {
+  g_print = print;
+  const tflite::Model* model = nullptr;
+  Built<TinyOpResolver> resolver;
+  const int status = Setup(arena, arena_bytes, &model, &resolver);
+  if (status != TINY_RUN_MATCH) return status;
+  size_t used = 0;
+  return Attempt(model, *resolver.object, arena, arena_bytes, true, &used);
 }
 
 #ifndef TINY_EXTERNAL_ARENA
@@ -135,3 +155,40 @@ extern "C" int tiny_run(tiny_print_fn print) {
   return tiny_run_with_arena(g_tensor_arena, sizeof(g_tensor_arena), print);
 }
 #endif
+
+#ifdef EDGEQ_FIND_MIN_ARENA
+extern "C" size_t tiny_find_min_arena_with_arena(uint8_t* arena, size_t arena_bytes, tiny_print_fn print) {
+  g_print = print;
+  const tflite::Model* model = nullptr;
+  Built<TinyOpResolver> resolver;
+  if (Setup(arena, arena_bytes, &model, &resolver) != TINY_RUN_MATCH) return 0;
+  size_t used = 0;
+  if (Attempt(model, *resolver.object, arena, arena_bytes, false, &used) != TINY_RUN_MATCH) {
+    Say("edgeq: no minimal arena: even %u bytes do not reproduce the TFLM reference\n", static_cast<unsigned>(arena_bytes));
+    return 0;
+  }
+  // Invariant: `hi` bytes work, `lo` bytes do not. TFLM never fits in fewer bytes than it
+  // uses once allocated (kernels' temporary allocations while preparing only add), so
+  // the search starts just below arena_used_bytes(): no tiny arena is ever tried.
+  size_t hi = arena_bytes;
+  size_t lo = used > 0u ? (used - 1u) / 16u * 16u : 0u;
+  while (hi - lo > 16u) {
+    size_t mid = (lo + (hi - lo) / 2u) / 16u * 16u;
+    if (mid <= lo) mid = lo + 16u;
+    size_t ignored = 0;
+    if (Attempt(model, *resolver.object, arena, mid, false, &ignored) == TINY_RUN_MATCH) {
+      hi = mid;
+    } else {
+      lo = mid;
+    }
+  }
+  Say("edgeq: min_arena_bytes=%u\n", static_cast<unsigned>(hi));
+  return hi;
+}
+
+#ifndef TINY_EXTERNAL_ARENA
+extern "C" size_t tiny_find_min_arena(tiny_print_fn print) {
+  return tiny_find_min_arena_with_arena(g_tensor_arena, sizeof(g_tensor_arena), print);
+}
+#endif
+#endif  // EDGEQ_FIND_MIN_ARENA

@@ -6,9 +6,11 @@
 
 /* The portable runner: TFLM-only code, the same file in every build system edgeq
  * generates for. It loads the model, registers exactly its operators, allocates the
- * tensors in a 16-byte aligned arena, runs one inference on the embedded sample and
- * compares the output with the LiteRT reference. Platform code (app_main, setup(),
- * Zephyr or pico main) only calls it and routes its text output. */
+ * tensors in a 16-byte aligned arena, runs one inference on the embedded sample input
+ * and compares the output with the one TFLM computed for that input on the host when
+ * edgeq generated this file: a match means this device computes what TFLM computes.
+ * Platform code (app_main, setup(), Zephyr or pico main) only calls it and routes its
+ * text output. */
 
 #include <stddef.h>
 #include <stdint.h>
@@ -18,9 +20,9 @@ extern "C" {
 #endif
 
 /* Return values of tiny_run(); a firmware's exit code where it has one. */
-#define TINY_RUN_MATCH 0         /* output matches the LiteRT reference (or ran, without a sample) */
-#define TINY_RUN_MISMATCH 1      /* output differs from the reference */
-#define TINY_RUN_SETUP_FAILED 2  /* schema, op resolver, arena or AllocateTensors() */
+#define TINY_RUN_MATCH 0         /* output equals the TFLM reference (host TFLM's output for the sample) */
+#define TINY_RUN_MISMATCH 1      /* Invoke() ran, but some output value differs from the TFLM reference */
+#define TINY_RUN_SETUP_FAILED 2  /* arena check, schema, op resolver, AllocateTensors() or I/O sizes */
 #define TINY_RUN_INVOKE_FAILED 3 /* Invoke() failed */
 
 /* Receives each line of the runner's report, newline included. */
@@ -35,6 +37,18 @@ int tiny_run(tiny_print_fn print);
 /* Runs with an arena the caller provides: 16-byte aligned, at least
  * kTinyTensorArenaSize bytes (from tiny_model_settings.h). */
 int tiny_run_with_arena(uint8_t* arena, size_t arena_bytes, tiny_print_fn print);
+
+#ifdef EDGEQ_FIND_MIN_ARENA
+/* Development aid, compiled only with EDGEQ_FIND_MIN_ARENA defined: bisects, in 16-byte
+ * steps inside the arena, the smallest arena for which a fresh interpreter allocates,
+ * invokes and reproduces the TFLM reference; prints "edgeq: min_arena_bytes=<M>" and
+ * returns M (0 when even the whole arena does not give a match). TFLM reports each
+ * failed allocation through its debug log while it searches. */
+#ifndef TINY_EXTERNAL_ARENA
+size_t tiny_find_min_arena(tiny_print_fn print);
+#endif
+size_t tiny_find_min_arena_with_arena(uint8_t* arena, size_t arena_bytes, tiny_print_fn print);
+#endif
 
 #ifdef __cplusplus
 }  /* extern "C" */

@@ -4,8 +4,11 @@
 #ifndef EDGEQ_TINY_SAMPLE_INPUT_H_
 #define EDGEQ_TINY_SAMPLE_INPUT_H_
 
-/* One sample input (raw tensor bytes, little-endian) and the output LiteRT computed for
- * it with its reference kernels (BUILTIN_REF): TFLM must reproduce it exactly. */
+/* One sample input (raw tensor bytes, little-endian) and the output computed for it on
+ * the host. The device must reproduce it exactly: that proves it computes what TFLM
+ * computes.
+ *   input:  given by the caller
+ *   output: TFLM (the tflite-micro Python runtime) */
 
 /* Input 0: uint8 [1, 8, 8, 1], 64 bytes. */
 static const unsigned char g_tiny_sample_input0[64] = {
