@@ -9,7 +9,7 @@
 // Its tflite::InitializeTarget(), which the runner calls, runs Serial.begin(9600) again and
 // waits up to 4 s for the port; on a native-USB port the baud rate does not apply.
 //
-// Status: 0 output matches the LiteRT reference, 1 mismatch,
+// Status: 0 output matches the TFLM reference, 1 mismatch,
 // 2 setup failed (schema, op resolver, arena, AllocateTensors), 3 Invoke() failed.
 
 // Included first so that arduino-cli's library discovery adds the TFLM library to the

@@ -7,7 +7,7 @@
 // TensorFlow Lite Micro comes from the espressif/esp-tflite-micro component (src/idf_component.yml),
 // which defines DebugLog() itself (printf to the console): do not define one.
 //
-// Status: 0 output matches the LiteRT reference, 1 mismatch,
+// Status: 0 output matches the TFLM reference, 1 mismatch,
 // 2 setup failed (schema, op resolver, arena, AllocateTensors), 3 Invoke() failed.
 #include <cstdio>
 

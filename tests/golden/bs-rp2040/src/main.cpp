@@ -9,7 +9,7 @@
 // tflite::InitializeTarget(), called by the runner, calls stdio_init_all() again; the
 // SDK tolerates that (TinyUSB skips a second init).
 //
-// Status: 0 output matches the LiteRT reference, 1 mismatch,
+// Status: 0 output matches the TFLM reference, 1 mismatch,
 // 2 setup failed (schema, op resolver, AllocateTensors), 3 Invoke() failed.
 #include <cstdio>
 

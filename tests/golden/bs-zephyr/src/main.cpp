@@ -7,7 +7,7 @@
 // TFLM's own messages (DebugLog) come from Zephyr's tflite-micro module, which writes
 // them to stderr, i.e. the same console: do not define DebugLog here.
 //
-// Status: 0 output matches the LiteRT reference, 1 mismatch,
+// Status: 0 output matches the TFLM reference, 1 mismatch,
 // 2 setup failed (schema, op resolver, AllocateTensors), 3 Invoke() failed.
 #include <zephyr/kernel.h>
 #include <zephyr/sys/printk.h>
