@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -24,17 +24,46 @@ MIN_RECOMMENDED = 100
 
 @dataclass(frozen=True)
 class Samples:
-    """Arrays in model input order, plus optional labels; all of the same length."""
+    """Arrays in model input order, plus optional labels; all of the same length.
+
+    ``y`` holds class indices of the first output (what validation scores top-1 against;
+    one-hot labels are turned into indices, regression targets leave it None).
+    ``targets`` keeps every label array as stored, one per output, for training: QAT
+    converts them to whatever the loss needs.
+    """
 
     xs: tuple[np.ndarray, ...]
     y: np.ndarray | None = None
     source: str = ""
+    targets: tuple[np.ndarray, ...] = ()
 
     def __len__(self) -> int:
         return int(self.xs[0].shape[0])
 
     def take(self, idx: slice | np.ndarray) -> "Samples":
-        return Samples(tuple(x[idx] for x in self.xs), None if self.y is None else self.y[idx], self.source)
+        return Samples(tuple(x[idx] for x in self.xs), None if self.y is None else self.y[idx], self.source,
+                       tuple(t[idx] for t in self.targets))
+
+
+def split_keys(path: str | Path) -> tuple[Path, tuple[str, ...]]:
+    """``data.npz:specs,labels`` → (``data.npz``, ("specs", "labels")); a plain path → (path, ()).
+
+    A path that exists as typed wins, so a file whose name contains ':' still loads.
+    """
+    text = str(path)
+    if Path(text).exists() or ":" not in text:
+        return Path(text), ()
+    base, _, keys = text.rpartition(":")
+    names = tuple(k.strip() for k in keys.split(","))
+    if not base.lower().endswith(".npz"):
+        if Path(base).exists():
+            raise CalibrationError(f"array names ({text}) only apply to an .npz file",
+                                   hint=f"use {Path(base).name} without ':{keys}'")
+        return Path(text), ()
+    if not all(names):
+        raise CalibrationError(f"empty array name in {text!r}",
+                               hint="name the arrays as data.npz:INPUT[,LABELS], e.g. data.npz:specs,labels")
+    return Path(base), names
 
 
 def load_samples(
@@ -48,12 +77,16 @@ def load_samples(
     """Load .npy/.npz/image-folder data for ``inputs`` and check it thoroughly.
 
     ``input_names`` are the user-facing names (e.g. Keras input names) that an .npz may
-    use as keys besides the signature names.
+    use as keys besides the signature names. ``data.npz:a,b,c`` names the arrays: one per
+    model input, then optionally the labels (one array per output); only those are read.
     """
-    p = Path(path)
+    p, keys = split_keys(path)
+    shown = p.name + (f":{','.join(keys)}" if keys else "")
     if not p.exists():
         raise CalibrationError(f"{role} data not found: {p}", hint="pass a .npy, .npz or a folder of images")
-    y = None
+    if keys and p.suffix.lower() != ".npz":
+        raise CalibrationError(f"array names ({shown}) only apply to an .npz file", hint=f"use {p.name} without ':'")
+    labels: list[np.ndarray] = []
     if p.is_dir():
         xs = [_load_images(p, inputs, scale)]
     elif p.suffix == ".npy":
@@ -63,19 +96,42 @@ def load_samples(
                 f"the model has {len(inputs)} inputs but {p.name} holds one array",
                 hint="use an .npz with one array per input name: " + ", ".join(i.name for i in inputs),
             )
-    elif p.suffix == ".npz":
-        xs, y = _load_npz(p, inputs, role, input_names)
+    elif p.suffix.lower() == ".npz":
+        xs, labels = _load_npz(p, inputs, role, input_names, keys)
     else:
         raise CalibrationError(f"unsupported {role} data format: {p.name}", hint="use .npy, .npz or a folder of images")
-    checked = tuple(_check(x, spec, role, p.name) for x, spec in zip(xs, inputs))
+    checked = tuple(_check(x, spec, role, shown) for x, spec in zip(xs, inputs))
     n = checked[0].shape[0]
     if any(x.shape[0] != n for x in checked):
-        raise CalibrationError(f"{role} arrays in {p.name} have different sample counts: {[x.shape[0] for x in checked]}")
-    if y is not None and len(y) != n:
-        raise CalibrationError(f"{p.name}: {len(y)} labels for {n} samples", hint="'y' needs one label per sample")
-    if y is not None and y.ndim == 2:
-        y = np.argmax(y, axis=1)  # one-hot labels
-    return Samples(checked, None if y is None else np.asarray(y).astype(np.int64), str(p))
+        raise CalibrationError(f"{role} arrays in {shown} have different sample counts: {[x.shape[0] for x in checked]}")
+    for t in labels:
+        if len(t) != n:
+            raise CalibrationError(f"{shown}: {len(t)} labels for {n} samples", hint="labels need one entry per sample")
+        if t.dtype.kind not in "fiub":
+            raise CalibrationError(f"labels in {shown} have dtype {t.dtype}; numeric labels are needed")
+    y = class_indices(labels[0]) if labels else None
+    return Samples(checked, y, str(path), tuple(np.asarray(t) for t in labels))
+
+
+def class_indices(labels: np.ndarray) -> np.ndarray | None:
+    """Class indices from integer or one-hot labels; None for targets that are not classes."""
+    a = np.asarray(labels)
+    if a.ndim == 2 and a.shape[1] == 1:
+        a = a[:, 0]
+    if a.ndim == 1:
+        if a.dtype.kind in "iub" or (a.size and np.all(np.isfinite(a)) and np.all(a == np.round(a))):
+            return a.astype(np.int64)
+        return None
+    if a.ndim == 2 and is_one_hot(a):
+        return np.argmax(a, axis=1).astype(np.int64)
+    return None
+
+
+def is_one_hot(a: np.ndarray) -> bool:
+    """Rows of 0/1 with exactly one 1 (float or integer storage)."""
+    if a.ndim != 2 or a.shape[1] < 2 or not a.size:
+        return False
+    return bool(np.all((a == 0) | (a == 1)) and np.all(a.sum(axis=1) == 1))
 
 
 def _np_load(p: Path, role: str) -> np.ndarray:
@@ -85,30 +141,66 @@ def _np_load(p: Path, role: str) -> np.ndarray:
         raise CalibrationError(f"cannot read {role} data {p}: {exc}") from None
 
 
+def _label_keys(files: Sequence[str]) -> list[str]:
+    """'y' (one output), else y0, y1, ... (or y_0, y_1, ...) as far as they go."""
+    if "y" in files:
+        return ["y"]
+    for fmt in ("y{}", "y_{}"):
+        found = []
+        while fmt.format(len(found)) in files:
+            found.append(fmt.format(len(found)))
+        if found:
+            return found
+    return []
+
+
 def _load_npz(
-    p: Path, inputs: Sequence[IOSpec], role: str, input_names: Sequence[str]
-) -> tuple[list[np.ndarray], np.ndarray | None]:
+    p: Path, inputs: Sequence[IOSpec], role: str, input_names: Sequence[str], keys: Sequence[str] = ()
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Input arrays and label arrays; reads only the arrays it uses (an .npz loads lazily)."""
     try:
-        with np.load(p, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
+        z = np.load(p, allow_pickle=False)
     except Exception as exc:
         raise CalibrationError(f"cannot read {role} data {p}: {exc}") from None
-    y = arrays.get("y")
-    if len(inputs) == 1 and "x" in arrays:
-        return [arrays["x"]], y
-    xs = []
-    for i, spec in enumerate(inputs):
-        alt = input_names[i] if i < len(input_names) else spec.name
-        key = next((k for k in (spec.name, alt, f"x{i}", f"x_{i}") if k in arrays), None)
-        if key is None:
-            raise CalibrationError(
-                f"{p.name} has no array for model input '{alt}' (keys: {', '.join(sorted(arrays)) or 'none'})",
-                hint="store 'x' (single input) or one array per input named " + ", ".join(
-                    (input_names[j] if j < len(input_names) else s.name) for j, s in enumerate(inputs)
-                ),
-            )
-        xs.append(arrays[key])
-    return xs, y
+    with z:
+        files = list(z.files)
+        present = ", ".join(sorted(files)) or "none"
+        if keys:
+            missing = [k for k in keys if k not in files]
+            if missing:
+                raise CalibrationError(f"{p.name} has no array {', '.join(repr(k) for k in missing)} (keys: {present})",
+                                       hint=f"name arrays that exist, e.g. {p.name}:{files[0] if files else 'x'}")
+            if len(keys) < len(inputs):
+                raise CalibrationError(
+                    f"{p.name}:{','.join(keys)} names {len(keys)} array(s) but the model has {len(inputs)} inputs",
+                    hint="list one array per model input first, then the labels")
+            return _read(z, keys[: len(inputs)], p, role), _read(z, keys[len(inputs):], p, role)
+        labels = _read(z, _label_keys(files), p, role)
+        if len(inputs) == 1 and "x" in files:
+            return _read(z, ["x"], p, role), labels
+        chosen = []
+        for i, spec in enumerate(inputs):
+            alt = input_names[i] if i < len(input_names) else spec.name
+            key = next((k for k in (spec.name, alt, f"x{i}", f"x_{i}") if k in files), None)
+            if key is None:
+                raise CalibrationError(
+                    f"{p.name} has no array for model input '{alt}' (keys: {present})",
+                    hint="store 'x' (single input) or one array per input named " + ", ".join(
+                        (input_names[j] if j < len(input_names) else s.name) for j, s in enumerate(inputs)
+                    ) + f"; or pick arrays by name: {p.name}:INPUT[,LABELS]",
+                )
+            chosen.append(key)
+        return _read(z, chosen, p, role), labels
+
+
+def _read(z: Any, keys: Sequence[str], p: Path, role: str) -> list[np.ndarray]:
+    out = []
+    for k in keys:
+        try:
+            out.append(z[k])
+        except Exception as exc:
+            raise CalibrationError(f"cannot read array '{k}' of {role} data {p}: {exc}") from None
+    return out
 
 
 def _check(x: np.ndarray, spec: IOSpec, role: str, fname: str) -> np.ndarray:

@@ -1,7 +1,8 @@
 """The typer CLI: thin adapters over the library API.
 
 This is the only module that turns ``EdgeqError`` into output and exit codes:
-0 ok, 1 a quality gate failed, 2 bad input / refused, 130 interrupted.
+0 ok, 1 a quality gate failed, 2 bad input / refused, 3 internal error (a bug: any other
+exception, reported in one line), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -281,6 +282,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     except KeyboardInterrupt:
         sys.stderr.write("\ninterrupted\n")
         sys.exit(130)
+    except Exception as exc:  # not SystemExit: typer's own exits pass through
+        _internal_error(exc, args)
+        sys.exit(INTERNAL_ERROR)
 
 
 def _fast_emit(args: list[str]) -> None:
@@ -313,6 +317,69 @@ def _fast_emit(args: list[str]) -> None:
             gc.freeze()  # exiting: the interpreter's final collection skips frozen objects
         if collecting:  # as it was, for typer's path and for callers of main() in-process
             gc.enable()
+
+
+#: Exit code for exceptions edgeq did not raise on purpose (README, "Exit codes").
+INTERNAL_ERROR = 3
+
+#: Innermost edgeq module in the traceback → the step the user sees in the one-line message.
+_STEPS = (
+    ("edgeq.loading", "loading the model"),
+    ("edgeq.calibration", "reading the data"),
+    ("edgeq.keras_bridge", "rebuilding the model for quantization-aware training"),
+    ("edgeq.qat", "quantization-aware training"),
+    ("edgeq.quantize", "converting the model"),
+    ("edgeq.validation", "validating against the float model"),
+    ("edgeq.micro", "checking on TensorFlow Lite Micro"),
+    ("edgeq._micro_worker", "checking on TensorFlow Lite Micro"),
+    ("edgeq.layer_report", "computing the per-layer report"),
+    ("edgeq.compare", "comparing quantization modes"),
+    ("edgeq.tflite_info", "reading the .tflite"),
+    ("edgeq.inspect_view", "showing the .tflite"),
+    ("edgeq.firmware_step", "writing the firmware project"),
+    ("edgeq.codegen.targets_command", "listing targets"),
+    ("edgeq.codegen.emit", "emitting firmware sources"),
+    ("edgeq.codegen", "writing firmware sources"),
+    ("edgeq.build_systems", "loading build systems"),
+    ("edgeq.targets", "loading targets"),
+    ("edgeq.bench", "benchmarking"),
+    ("edgeq.report", "writing the report"),
+    ("edgeq.pipeline", "running the pipeline"),
+)
+
+
+def step_of(exc: BaseException, command: str) -> str:
+    """What edgeq was doing when ``exc`` escaped: named after the innermost edgeq module on the stack."""
+    tb = exc.__traceback__
+    module = ""
+    while tb is not None:
+        name = str(tb.tb_frame.f_globals.get("__name__", ""))
+        if name.startswith("edgeq.") and not name.startswith(("edgeq.cli", "edgeq.console")):
+            module = name
+        tb = tb.tb_next
+    for prefix, step in _STEPS:
+        if module == prefix or module.startswith(prefix + ".") or module.startswith(prefix + "_"):
+            return step
+    return f"running `edgeq {command}`" if command else "starting"
+
+
+def _internal_error(exc: Exception, args: list[str]) -> None:
+    """One line for a bug (exit 3); the traceback only with --debug."""
+    if _DEBUG:
+        import traceback
+
+        from edgeq.console import last_captured
+
+        traceback.print_exc()
+        if last_captured:
+            sys.stderr.write("\n".join(["--- TensorFlow output ---", *last_captured]) + "\n")
+    command = next((a for a in args if not a.startswith("-")), "")
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    first = lines[0][:300] if lines else ""
+    message = f"internal error while {step_of(exc, command)}: {type(exc).__name__}" + (f": {first}" if first else "")
+    hint = ("this is a bug in edgeq: re-run the same command with --debug and report its output to the edgeq "
+            "maintainers (an issue on the project)" if not _DEBUG else "please report this traceback to the edgeq maintainers")
+    _print_error(EdgeqError(message, hint))
 
 
 def _print_error(exc: EdgeqError) -> None:

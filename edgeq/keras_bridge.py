@@ -25,6 +25,7 @@ KNOWN_LAYERS = (
     "InputLayer", "Conv1D", "Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Dense", "Flatten", "Reshape",
     "MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D", "GlobalMaxPooling2D", "BatchNormalization",
     "ReLU", "Activation", "Softmax", "LeakyReLU", "Dropout", "Add", "Concatenate", "ZeroPadding2D",
+    "MaxPooling1D", "AveragePooling1D", "GlobalAveragePooling1D", "GlobalMaxPooling1D", "LSTM", "GRU",
 )
 #: Keras 3 argument names that tf_keras spells differently, per layer class.
 _RENAMED = {"LeakyReLU": {"negative_slope": "alpha"}}

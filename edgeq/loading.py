@@ -45,6 +45,11 @@ class LoadedModel:
     tflite_bytes: bytes | None = None
     _predict: Callable[[list[np.ndarray]], list[np.ndarray]] | None = field(default=None, repr=False)
     _saved_model_dir: Path | None = None
+    #: The batch size the serving signature accepts, when it is fixed (e.g. 1 for a model
+    #: exported with ``input_signature=[tf.TensorSpec([1, ...])]``); None = any batch.
+    fixed_batch: int | None = None
+    #: Why the model cannot be converted (found while loading), raised by ``export_for_conversion``.
+    conversion_blocker: str | None = None
 
     @property
     def user_input_names(self) -> list[str]:
@@ -54,18 +59,57 @@ class LoadedModel:
         return [getattr(t, "name", "") for t in getattr(self.keras_model, "inputs", [])]
 
     @property
+    def user_output_names(self) -> list[str]:
+        """Output names as the user knows them (the Keras layers producing them), for labels."""
+        outs = getattr(self.keras_model, "outputs", None) or []
+        hist = [getattr(t, "_keras_history", None) for t in outs]
+        return [str(getattr(h[0], "name", "")) if h else "" for h in hist]
+
+    @property
     def has_float_reference(self) -> bool:
         return self._predict is not None
 
     def predict(self, xs: list[np.ndarray], batch: int = 64) -> list[np.ndarray]:
-        """Float outputs in signature order for inputs in signature order (any batch size)."""
+        """Float outputs in signature order for inputs in signature order (any number of samples).
+
+        A signature with a fixed batch is fed exactly that many samples per call (one at a
+        time for batch 1), the last chunk padded by repeating its final sample and trimmed.
+        """
         if self._predict is None:
             raise ModelError("this model has no float reference (it is already a .tflite)")
         n = len(xs[0])
+        step = self.fixed_batch or batch
         chunks: list[list[np.ndarray]] = []
-        for start in range(0, n, batch):
-            chunks.append(self._predict([x[start : start + batch] for x in xs]))
+        for start in range(0, n, step):
+            part = [x[start : start + step] for x in xs]
+            got = len(part[0])
+            if self.fixed_batch and got < step:
+                part = [np.concatenate([p, np.repeat(p[-1:], step - got, axis=0)]) for p in part]
+            chunks.append([y[:got] for y in self._call(part)])
         return [np.concatenate([c[i] for c in chunks]) for i in range(len(self.outputs))]
+
+    def _call(self, xs: list[np.ndarray]) -> list[np.ndarray]:
+        """One forward pass; TensorFlow's shape errors become a message naming the shapes."""
+        assert self._predict is not None
+        try:
+            return self._predict(xs)
+        except Exception as exc:
+            if type(exc).__name__ not in ("InvalidArgumentError", "ValueError", "TypeError"):
+                raise
+            got = ", ".join(str(tuple(x.shape)) for x in xs)
+            want = ", ".join(str((self.fixed_batch or "N", *s.shape[1:])) for s in self.inputs)
+            raise ModelError(
+                f"{self.path.name} rejected inputs of shape {got} (it expects {want}): "
+                f"{type(exc).__name__}: {_first_line(exc)}",
+                hint="check that the data matches the model's input shape and dtype",
+            ) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    useful = [ln for ln in lines if not ln.startswith(("Graph execution error", "Detected at node"))]
+    return (useful or lines or [type(exc).__name__])[0][:300]
 
 
 def natural_key(name: str) -> list[Any]:
@@ -180,6 +224,8 @@ def _load_keras(p: Path) -> LoadedModel:
             )
         ins.append(IOSpec("args_0" if i == 0 else f"args_0_{i}", (1, *shape[1:]), "float32"))
     outs = tuple(IOSpec(f"output_{i}", (1, *tuple(t.shape)[1:])) for i, t in enumerate(model.outputs))
+    model = unroll_recurrent(model, p.name)
+    batch = tuple(model.inputs[0].shape)[0]
 
     def predict(xs: list[np.ndarray]) -> list[np.ndarray]:
         with quiet():
@@ -187,7 +233,45 @@ def _load_keras(p: Path) -> LoadedModel:
         ys = y if isinstance(y, (list, tuple)) else [y]
         return [np.asarray(v, dtype=np.float32) for v in ys]
 
-    return LoadedModel(p, flavour, sha256_path(p), tuple(ins), outs, keras_model=model, _predict=predict)
+    return LoadedModel(p, flavour, sha256_path(p), tuple(ins), outs, keras_model=model, _predict=predict,
+                       fixed_batch=int(batch) if batch else None)
+
+
+#: Keras recurrent layers that export as a while loop unless unrolled.
+RECURRENT = ("LSTM", "GRU", "SimpleRNN")
+
+
+def unroll_recurrent(model: Any, fname: str) -> Any:
+    """The same model with its recurrent layers unrolled (same weights, same outputs).
+
+    Why: Keras 3 exports a recurrent layer as a while loop over the time steps, and TF
+    2.21's int8 calibrator crashes the process (segmentation fault) on it (measured with
+    LSTM and GRU). Unrolled over the fixed sequence length, the layer becomes plain
+    FULLY_CONNECTED/ADD/MUL/LOGISTIC/TANH/SPLIT ops that quantize and run on TFLM.
+    """
+    layers = [layer for layer in getattr(model, "layers", []) if type(layer).__name__ in RECURRENT]
+    if not layers or all(getattr(layer, "unroll", True) for layer in layers):
+        return model
+    from edgeq.console import info
+
+    try:
+        cfg = model.get_config()
+        for lc in cfg.get("layers", []):
+            if lc.get("class_name") in RECURRENT:
+                lc["config"]["unroll"] = True
+        with quiet():
+            rebuilt = type(model).from_config(cfg)
+            rebuilt.set_weights(model.get_weights())
+    except Exception as exc:
+        names = ", ".join(f"'{layer.name}' ({type(layer).__name__})" for layer in layers)
+        raise ModelError(
+            f"{fname}: recurrent layer(s) {names} must be unrolled for int8 conversion, and rebuilding the model "
+            f"unrolled failed ({type(exc).__name__}: {_first_line(exc)})",
+            hint="build the layer with unroll=True (the sequence length is fixed on a microcontroller)",
+        ) from None
+    info(f"unrolled {', '.join(layer.name for layer in layers)} over the fixed sequence length "
+         "(a while loop does not quantize)")
+    return rebuilt
 
 
 def _load_saved_model(p: Path) -> LoadedModel:
@@ -205,26 +289,52 @@ def _load_saved_model(p: Path) -> LoadedModel:
         )
     specs = sig.structured_input_signature[1]
     ins = []
+    batches = set()
     for name in sorted(specs, key=natural_key):
         s = specs[name]
         shape = tuple(s.shape.as_list())
         if any(d is None for d in shape[1:]):
             raise ModelError(f"SavedModel input '{name}' has a dynamic dimension {shape}", hint="export with fixed shapes")
+        batches.add(shape[0] if shape else None)
         ins.append(IOSpec(name, (1, *shape[1:]), s.dtype.name))
     out_specs = sig.structured_outputs
     outs = tuple(IOSpec(n, (1, *tuple(out_specs[n].shape.as_list())[1:])) for n in sorted(out_specs, key=natural_key))
+    fixed = next(iter(batches)) if len(batches) == 1 else None
 
     def predict(xs: list[np.ndarray]) -> list[np.ndarray]:
         with quiet():
             res = sig(**{s.name: tf.constant(x, dtype=s.dtype) for s, x in zip(ins, xs)})
         return [np.asarray(res[o.name], dtype=np.float32) for o in outs]
 
-    return LoadedModel(p, "saved_model", sha256_path(p), tuple(ins), outs, _predict=predict, _saved_model_dir=p)
+    return LoadedModel(p, "saved_model", sha256_path(p), tuple(ins), outs, _predict=predict, _saved_model_dir=p,
+                       fixed_batch=fixed, conversion_blocker=_while_loop_blocker(sig, p.name))
+
+
+def _while_loop_blocker(sig: Any, name: str) -> str | None:
+    """A reason to refuse conversion when the graph loops (a recurrent layer not unrolled).
+
+    TF 2.21's int8 calibrator crashes the whole process on such graphs (see
+    ``unroll_recurrent``); a SavedModel cannot be rebuilt unrolled, so say so up front.
+    """
+    try:
+        gdef = sig.graph.as_graph_def()
+        ops = {n.op for n in gdef.node} | {n.op for f in gdef.library.function for n in f.node_def}
+    except Exception:
+        return None
+    loops = sorted(ops & {"While", "StatelessWhile"})
+    if not loops:
+        return None
+    return (f"SavedModel {name} contains a {loops[0]} loop (a recurrent layer such as LSTM/GRU that is not "
+            "unrolled): TensorFlow's int8 calibrator crashes on it")
 
 
 def export_for_conversion(model: LoadedModel, workdir: Path) -> Path:
     """Write a SavedModel with a fixed batch of 1 (a dynamic batch adds ops and arena)."""
     tf = tf_module()
+    if model.conversion_blocker:
+        raise ModelError(model.conversion_blocker,
+                         hint="export the model from Keras with the recurrent layers built with unroll=True, "
+                         "or give edgeq the .keras/.h5 file (edgeq unrolls those itself)")
     if model.keras_model is None:
         assert model._saved_model_dir is not None
         return _rebatch_saved_model(model, workdir, tf)

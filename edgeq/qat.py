@@ -12,10 +12,8 @@ The fine-tuned model is a tf_keras model, whose ``export()`` takes no input sign
 
 from __future__ import annotations
 
-import json
 import os
-import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +22,11 @@ import numpy as np
 from edgeq.calibration import Samples
 from edgeq.console import err, info, quiet
 from edgeq.errors import ModelError, UserError
-from edgeq.loading import LoadedModel, tf_module
+from edgeq.loading import LoadedModel, tf_module, unroll_recurrent
+from edgeq.qat_loss import loss_name, prepare_targets, resolve_losses, saved_loss, task_of
+
+__all__ = ["QatConfig", "QatResult", "qat_finetune", "qat_train", "resolve_loss", "saved_loss", "tf_keras_model",
+           "export_qat_for_conversion", "is_tf_keras_model"]
 
 #: Samples used to prove the tf_keras rebuild equals the Keras 3 original.
 CHECK_SAMPLES = 64
@@ -67,10 +69,14 @@ class QatResult:
     epoch_losses: tuple[float, ...]
     rebuilt_from_keras3: bool
     train_samples: int
+    task: str = "classification"  # "regression" when every loss compares arrays (MSE, MAE, ...)
+    labels: tuple[str, ...] = ()  # per output: the label form used and any conversion
+    layers: dict[str, Any] = field(default_factory=dict)  # qat_annotate.Annotation.to_dict()
 
     def to_dict(self) -> dict[str, Any]:
         return {"loss": self.loss, "loss_source": self.loss_source, "epoch_losses": list(self.epoch_losses),
-                "rebuilt_from_keras3": self.rebuilt_from_keras3, "train_samples": self.train_samples}
+                "rebuilt_from_keras3": self.rebuilt_from_keras3, "train_samples": self.train_samples,
+                "task": self.task, "labels": list(self.labels), "layers": self.layers}
 
 
 def qat_finetune(
@@ -108,42 +114,55 @@ def qat_train(
     tfmot = _tfmot()
     import tf_keras
 
+    from edgeq.qat_annotate import quantize_for_training, refuse_recurrent
+
+    refuse_recurrent(getattr(model.keras_model, "layers", []), model.path.name)
     tf_keras.utils.set_random_seed(seed)
     base, rebuilt = tf_keras_model(model, train)
-    loss_obj, source = resolve_loss_with_source(model, train, loss)
+    losses, source = resolve_losses(model, train, loss)
+    targets, notes = prepare_targets(model, train, losses)
+    qmodel, annotation = quantize_for_training(base, tfmot, model.path.name)
+    if annotation.calibrated:
+        info("QAT trains in float and leaves to calibration: " + ", ".join(annotation.calibrated))
+    single = len(losses) == 1
+    qmodel.compile(optimizer=tf_keras.optimizers.Adam(learning_rate), loss=losses[0] if single else losses)
+    x = [np.asarray(v, np.float32) for v in train.xs]
+    info(f"quantization-aware training on {len(train)} samples: {epochs} epochs, batch {batch_size}, lr {learning_rate:g}")
     try:
         with quiet():
-            qmodel = tfmot.quantization.keras.quantize_model(base)
-    except (ValueError, RuntimeError) as exc:
+            history = qmodel.fit(
+                x if len(x) > 1 else x[0], targets[0] if single else targets, epochs=epochs, batch_size=batch_size,
+                verbose=0, callbacks=[_progress_callback(tf_keras, epochs, -(-len(train) // batch_size))],
+            )
+    except (ValueError, TypeError) as exc:  # tf_keras raises these for labels/shapes that do not fit
         raise UserError(
-            f"tfmot cannot quantize {model.path.name}: {str(exc).splitlines()[0][:300]}",
-            hint="QAT supports the layers of tfmot's default 8-bit scheme (Conv, Dense, pooling, BN, ReLU, Add, ...)",
+            f"QAT training on {model.path.name} failed: {type(exc).__name__}: {_first_line(exc)}",
+            hint="check that the labels fit the outputs and the loss ("
+            + "; ".join(notes) + "); name the loss with --loss",
         ) from None
-    qmodel.compile(optimizer=tf_keras.optimizers.Adam(learning_rate), loss=loss_obj)
-    x = [np.asarray(v, np.float32) for v in train.xs]
-    y = np.asarray(train.y)
-    info(f"quantization-aware training on {len(train)} samples: {epochs} epochs, batch {batch_size}, lr {learning_rate:g}")
-    with quiet():
-        history = qmodel.fit(
-            x if len(x) > 1 else x[0], y, epochs=epochs, batch_size=batch_size, verbose=0,
-            callbacks=[_progress_callback(tf_keras, epochs, -(-len(train) // batch_size))],
-        )
-    losses = tuple(float(v) for v in history.history.get("loss", []))
-    return QatResult(_as_loaded(model, qmodel), _loss_name(loss_obj), source, losses, rebuilt, len(train))
+    losses_per_epoch = tuple(float(v) for v in history.history.get("loss", []))
+    name = ", ".join(loss_name(v) for v in losses) if not single else loss_name(losses[0])
+    return QatResult(_as_loaded(model, qmodel), name, source, losses_per_epoch, rebuilt, len(train),
+                     task_of(losses), tuple(notes), annotation.to_dict())
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return (lines or [type(exc).__name__])[0][:300]
 
 
 def _check_args(model: LoadedModel, train: Samples, epochs: int, batch_size: int, learning_rate: float) -> None:
     if model.format not in ("keras", "tf_keras"):
         raise UserError(
-            f"--qat needs a Keras model (.keras or .h5), not a {model.format}",
-            hint="QAT trains the model's layers; a SavedModel or .tflite has none to train",
+            f"--qat needs a Keras model (.keras or .h5), not a {model.format}: a {model.format} has no trainable "
+            "Keras graph to fine-tune",
+            hint="give edgeq the .keras/.h5 file the SavedModel was exported from, or use PTQ (without --qat)",
         )
-    if train.y is None:
+    if train.y is None and not train.targets:
         where = f" {train.source}" if train.source else ""
         raise UserError(f"the training data{where} has no labels ('y')",
-                        hint="QAT fine-tunes the model: store inputs as 'x' and labels as 'y' in an .npz")
-    if len(model.outputs) != 1:
-        raise UserError(f"--qat supports single-output models; {model.path.name} has {len(model.outputs)} outputs")
+                        hint="QAT fine-tunes the model: store inputs as 'x' and labels as 'y' in an .npz "
+                        "(or name them: train.npz:INPUT,LABELS)")
     if epochs < 1 or batch_size < 1:
         raise UserError("--epochs and --batch-size must be at least 1")
     if not learning_rate > 0:
@@ -159,9 +178,11 @@ def tf_keras_model(model: LoadedModel, train: Samples) -> tuple[Any, bool]:
     if model.format == "tf_keras":
         try:
             with quiet():
-                return tf_keras.models.load_model(model.path, compile=False), False
+                loaded = tf_keras.models.load_model(model.path, compile=False)
         except Exception:
-            pass  # written by tf_keras but only Keras 3 reads it: rebuild below
+            loaded = None  # written by tf_keras but only Keras 3 reads it: rebuild below
+        if loaded is not None:  # unrolled like the float model (a fused LSTM would not be full-integer)
+            return unroll_recurrent(loaded, model.path.name), False
     if model.keras_model is None or not keras_bridge.is_keras3(model.keras_model):
         raise ModelError(f"{model.path.name} did not load as a Keras model; QAT needs one")
     check = [x[:CHECK_SAMPLES] for x in train.xs]
@@ -172,87 +193,14 @@ def tf_keras_model(model: LoadedModel, train: Samples) -> tuple[Any, bool]:
 
 # ----------------------------------------------------------------------------- loss
 def resolve_loss(model: LoadedModel, train: Samples, name: str | None) -> Any:
-    """The user's --loss, else the compiled loss saved in the file, else one from the data."""
-    return resolve_loss_with_source(model, train, name)[0]
+    """The first output's loss: --loss, else the compiled loss saved in the file, else one from the data."""
+    return resolve_losses(model, train, name)[0][0]
 
 
 def resolve_loss_with_source(model: LoadedModel, train: Samples, name: str | None) -> tuple[Any, str]:
     """``resolve_loss`` and where the loss came from, for the report."""
-    import tf_keras
-
-    if name:
-        try:
-            return tf_keras.losses.get(name), "--loss"
-        except (ValueError, TypeError):
-            raise UserError(f"unknown --loss {name!r}",
-                            hint="use a Keras loss name, e.g. sparse_categorical_crossentropy, "
-                            "categorical_crossentropy, binary_crossentropy, mse, mae") from None
-    saved = saved_loss(model.path)
-    if saved is not None:
-        return _tf_keras_loss(saved, model.path.name), "compiled model"
-    y = np.asarray(train.y)
-    units = int(np.prod(model.outputs[0].shape[1:]))
-    if y.dtype.kind in "iu" and y.ndim == 1 and units > 1:
-        from_logits = not _looks_like_probabilities(model, train)
-        return tf_keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits), "labels"
-    return tf_keras.losses.MeanSquaredError(), "labels"
-
-
-def _loss_name(loss: Any) -> str:
-    cfg = getattr(loss, "get_config", lambda: {})()
-    name = getattr(loss, "__name__", None) or type(loss).__name__
-    return f"{name} (from_logits)" if cfg.get("from_logits") else str(name)
-
-
-def _looks_like_probabilities(model: LoadedModel, train: Samples) -> bool:
-    """Softmax outputs (non-negative rows summing to 1) need ``from_logits=False``."""
-    if not model.has_float_reference:
-        return True
-    out = model.predict([x[:CHECK_SAMPLES] for x in train.xs])[0].reshape(min(len(train), CHECK_SAMPLES), -1)
-    return bool(np.all(out >= 0) and np.allclose(out.sum(axis=1), 1.0, atol=1e-3))
-
-
-def saved_loss(path: Path) -> Any:
-    """The loss stored with the model (``compile_config`` in .keras, ``training_config`` in .h5)."""
-    try:
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as z:
-                cfg = json.loads(z.read("config.json"))
-            return (cfg.get("compile_config") or {}).get("loss")
-        import h5py
-
-        with h5py.File(path, "r") as f:
-            raw = f.attrs.get("training_config")
-        if raw is None:
-            return None
-        return json.loads(raw.decode() if isinstance(raw, bytes) else raw).get("loss")
-    except Exception:
-        return None
-
-
-def _tf_keras_loss(spec: Any, fname: str) -> Any:
-    """Translate a serialised Keras 3 / tf_keras loss into a tf_keras loss object."""
-    import inspect
-
-    import tf_keras
-
-    if isinstance(spec, (list, tuple)) and len(spec) == 1:
-        spec = spec[0]
-    if isinstance(spec, dict) and len(spec) == 1 and "class_name" not in spec:
-        spec = next(iter(spec.values()))  # {output_name: loss} for the single output
-    try:
-        if isinstance(spec, str):
-            return tf_keras.losses.get(spec)
-        if isinstance(spec, dict) and spec.get("class_name") == "function":
-            return tf_keras.losses.get(spec["config"])
-        if isinstance(spec, dict) and "class_name" in spec:
-            cls = getattr(tf_keras.losses, spec["class_name"])
-            accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "reduction", "name"}
-            return cls(**{k: v for k, v in (spec.get("config") or {}).items() if k in accepted})
-    except Exception:
-        pass
-    raise UserError(f"cannot reuse the loss {fname} was compiled with ({str(spec)[:120]})",
-                    hint="name one with --loss, e.g. --loss sparse_categorical_crossentropy")
+    losses, source = resolve_losses(model, train, name)
+    return losses[0], source
 
 
 # ----------------------------------------------------------------------------- progress

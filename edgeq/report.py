@@ -26,8 +26,26 @@ class BuildReport:
     warnings: tuple[str, ...] = field(default=())
     qat: dict[str, Any] | None = None
     layer_report: Any = None  # edgeq.layer_report.LayerReport
+    #: "classification", "regression" or None (unknown). Regression reports show error figures,
+    #: never top-1 agreement (argmax of a reconstruction means nothing). Inferred when not given:
+    #: the QAT losses, else the loss the Keras file was compiled with.
+    task: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.task is None:
+            object.__setattr__(self, "task", infer_task(self.model, self.qat))
+
+    @property
+    def regression(self) -> bool:
+        return self.task == "regression"
 
     def to_dict(self) -> dict[str, Any]:
+        validation, qat = self.validation, self.qat
+        if self.regression:  # no top-1 figures for regression models
+            validation = {**validation, "agreement": None, "float_accuracy": None, "quantized_accuracy": None}
+            if qat is not None:
+                qat = {**qat, **{k: None for k in ("ptq_agreement", "qat_agreement", "float_accuracy",
+                                                   "ptq_accuracy", "qat_accuracy") if k in qat}}
         return {
             "schema_version": SCHEMA_VERSION,
             "kind": self.kind,
@@ -35,15 +53,32 @@ class BuildReport:
             "model": self.model,
             "tflite": self.tflite,
             "quantization": self.quantization,
-            "validation": self.validation,
+            "task": self.task,
+            "validation": validation,
             "micro": self.micro,
             "target": self.target,
             "firmware": self.firmware,
             "out_dir": self.out_dir,
             "warnings": list(self.warnings),
-            "qat": self.qat,
+            "qat": qat,
             "layer_report": None if self.layer_report is None else self.layer_report.to_dict(),
         }
+
+
+def infer_task(model: dict[str, Any], qat: dict[str, Any] | None) -> str | None:
+    """The task from what the run knows: QAT's losses, else the model file's compiled loss."""
+    if qat and qat.get("task"):
+        return str(qat["task"])
+    if model.get("task"):
+        return str(model["task"])
+    path = model.get("path")
+    if not path or model.get("format") not in ("keras", "tf_keras"):
+        return None
+    from pathlib import Path
+
+    from edgeq.qat_loss import compiled_task
+
+    return compiled_task(Path(path))
 
 
 def _pct(v: Any) -> str:
@@ -73,17 +108,10 @@ def rows(report: BuildReport) -> list[tuple[str, str]]:
         ("input scale, zero point", f"{_num(q['input_scale'])}, {_num(q['input_zero_point'], '{}')}"),
         ("output scale, zero point", f"{_num(q['output_scale'])}, {_num(q['output_zero_point'], '{}')}"),
         ("validation samples", f"{v['samples']} ({v.get('source') or 'n/a'})"),
-        ("accuracy float → quantized", f"{_pct(v['float_accuracy'])} → {_pct(v['quantized_accuracy'])}"),
-        ("top-1 agreement", _pct(v["agreement"])),
     ]
-    if report.qat:
-        qa = report.qat
-        out.append(("accuracy float / PTQ / QAT",
-                    f"{_pct(qa['float_accuracy'])} / {_pct(qa['ptq_accuracy'])} / {_pct(qa['qat_accuracy'])}"))
-        out.append(("QAT training", f"{qa['epochs']} epochs on {qa['train_samples']} samples, loss {qa['loss']} "
-                    f"({qa['loss_source']}), final {_num(qa['epoch_losses'][-1] if qa['epoch_losses'] else None)}"))
+    out += _quality_rows(report)
     out += [
-        ("RMSE / max abs error", f"{_num(v['rmse'])} / {_num(v['max_abs_error'])}"),
+        ("RMSE / max abs error vs float", f"{_num(v['rmse'])} / {_num(v['max_abs_error'])}"),
         ("cosine similarity", _num(v["cosine"], "{:.6f}")),
         ("TFLM output = LiteRT ref", _pct(v["tflm_match_rate"])),
         ("TFLM ops", ", ".join(m["ops"])),
@@ -114,6 +142,31 @@ def rows(report: BuildReport) -> list[tuple[str, str]]:
         out.append(("would write" if dry else "firmware sources", listing))
     if report.out_dir:
         out.append(("output", report.out_dir))
+    return out
+
+
+def _quality_rows(report: BuildReport) -> list[tuple[str, str]]:
+    """Accuracy and agreement for classifiers; error figures only for regression; QAT next to PTQ."""
+    v, qa = report.validation, report.qat
+    out: list[tuple[str, str]] = []
+    if not report.regression:
+        out.append(("accuracy float → quantized", f"{_pct(v['float_accuracy'])} → {_pct(v['quantized_accuracy'])}"))
+        out.append(("top-1 agreement", _pct(v["agreement"])))
+    if qa:
+        if report.regression:
+            out.append(("RMSE vs float: PTQ / QAT", f"{_num(qa.get('ptq_rmse'))} / {_num(qa.get('qat_rmse'))}"))
+        else:
+            out.append(("accuracy float / PTQ / QAT",
+                        f"{_pct(qa['float_accuracy'])} / {_pct(qa['ptq_accuracy'])} / {_pct(qa['qat_accuracy'])}"))
+            out.append(("top-1 agreement PTQ / QAT", f"{_pct(qa.get('ptq_agreement'))} / {_pct(qa.get('qat_agreement'))}"))
+            out.append(("RMSE vs float: PTQ / QAT", f"{_num(qa.get('ptq_rmse'))} / {_num(qa.get('qat_rmse'))}"))
+        out.append(("QAT training", f"{qa['epochs']} epochs on {qa['train_samples']} samples, loss {qa['loss']} "
+                    f"({qa['loss_source']}), final {_num(qa['epoch_losses'][-1] if qa['epoch_losses'] else None)}"))
+        if qa.get("labels"):
+            out.append(("QAT labels", "; ".join(qa["labels"])))
+        left = (qa.get("layers") or {}).get("left_to_calibration") or []
+        if left:
+            out.append(("QAT: float layers, quantized from calibration", ", ".join(left)))
     return out
 
 

@@ -83,3 +83,41 @@ def test_compare_refuses_tflite_and_unknown_mode(example_tflite: Path, models: d
 
     with pytest.raises(UserError, match="int4"):
         compare_modes(models["keras"], calibration=models["calib"], eval_data=None, modes=("int4",))
+
+
+@pytest.fixture(scope="module")
+def batch_savedmodels(models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The test CNN exported with a fixed batch of 1 and with a dynamic batch."""
+    import keras
+    import tensorflow as tf
+
+    root = tmp_path_factory.mktemp("batch")
+    m = keras.models.load_model(models["keras"], compile=False)
+    m.export(str(root / "fixed1"), input_signature=[tf.TensorSpec([1, 8, 8, 1], tf.float32)], verbose=False)
+    m.export(str(root / "dynamic"), verbose=False)
+    return {"fixed": root / "fixed1", "dynamic": root / "dynamic"}
+
+
+def test_compare_fixed_and_dynamic_batch_savedmodels(models: dict[str, Path], batch_savedmodels: dict[str, Path]) -> None:
+    """A batch-1 signature is fed one sample at a time: the same figures as the dynamic-batch export."""
+    from edgeq.compare import compare_modes
+
+    docs = {k: compare_modes(p, calibration=models["calib"], eval_data=models["eval"], modes=("int8", "float32"),
+                             latency_runs=2).to_dict() for k, p in batch_savedmodels.items()}
+    fixed, dynamic = docs["fixed"], docs["dynamic"]
+    assert fixed["samples"] == dynamic["samples"] == 197
+    assert fixed["float_accuracy"] == dynamic["float_accuracy"] > 0.8
+    for mode in ("int8", "float32"):
+        a, b = fixed["modes"][mode], dynamic["modes"][mode]
+        assert a["error"] is None and b["error"] is None, (a["error"], b["error"])
+        assert a["accuracy"] == b["accuracy"] and a["agreement"] == b["agreement"]
+        assert a["rmse"] == pytest.approx(b["rmse"], rel=1e-3, abs=1e-6)
+
+
+def test_fixed_batch_prediction_matches_dynamic(models: dict[str, Path], batch_savedmodels: dict[str, Path]) -> None:
+    from edgeq.loading import load_model
+
+    x = np.load(models["calib"])[:70].astype(np.float32)  # not a multiple of 64: the last chunk is short
+    fixed, dynamic = load_model(batch_savedmodels["fixed"]), load_model(batch_savedmodels["dynamic"])
+    assert (fixed.fixed_batch, dynamic.fixed_batch) == (1, None)
+    np.testing.assert_allclose(fixed.predict([x])[0], dynamic.predict([x])[0], rtol=1e-5, atol=1e-6)

@@ -101,3 +101,130 @@ def test_bad_board_is_refused_before_conversion(tmp_path: Path) -> None:
     r = run_edgeq("build", "--example", "--target", "host", "--board", "qemu-mps2-an386", "--out", tmp_path / "out")
     assert_clean_error(r, "needs a Cortex-M target, not 'host'")
     assert not (tmp_path / "out").exists()
+
+
+# ----------------------------------------------------------------------------- internal errors (exit 3)
+_BOOM = """
+import importlib, sys
+target, attr = sys.argv[1].rsplit(":", 1)
+def boom(*args, **kwargs):
+    raise RuntimeError("simulated failure in a stage\\nsecond line of the message")
+setattr(importlib.import_module(target), attr, boom)
+from edgeq.cli import main
+main(sys.argv[2:])
+"""
+
+
+def _run_with_failure(stage: str, *args: str | Path) -> tuple[int, str, str]:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _BOOM, stage, *map(str, args)], capture_output=True, text=True,
+                          timeout=600)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def test_every_command_turns_an_unexpected_exception_into_exit_3(tmp_path: Path) -> None:
+    """A bug anywhere: one line naming the step and the exception, a hint, exit 3; the traceback only with --debug."""
+    tfl = tmp_path / "m.tflite"
+    tfl.write_bytes(b"\0" * 64)
+    keras_file = tmp_path / "m.keras"
+    keras_file.write_bytes(b"\0" * 64)
+    cases = {
+        "build": ("edgeq.pipeline:load_model", "build", keras_file, "--out", tmp_path / "out", "-c", "random"),
+        "quantize": ("edgeq.pipeline:load_model", "quantize", keras_file, "-o", tmp_path / "q.tflite"),
+        "compare": ("edgeq.compare:load_model", "compare", keras_file),
+        "inspect": ("edgeq.tflite_info:inspect", "inspect", tfl),
+        "emit": ("edgeq.codegen.emit:emit", "emit", tfl, "--out", tmp_path / "src"),
+        "targets": ("edgeq.targets:list_targets", "targets"),
+        "bench": ("edgeq.bench.runner:bench", "bench", tfl, "--host", "local"),
+    }
+    for command, (stage, *args) in cases.items():
+        code, out, err = _run_with_failure(stage, *args)
+        assert code == 3, (command, code, err)
+        assert "Traceback" not in err and "Traceback" not in out, (command, err)
+        lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+        assert len(lines) == 1, (command, err)
+        assert lines[0].startswith("error: internal error while "), (command, lines)
+        assert lines[0].endswith("RuntimeError: simulated failure in a stage"), (command, lines)
+        assert "second line" not in err and "--debug" in err, (command, err)
+        code, out, err = _run_with_failure(stage, *args, "--debug")
+        assert code == 3 and "Traceback" in err and "RuntimeError: simulated failure" in err, (command, err)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "q.tflite").exists() and not (tmp_path / "src").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_internal_error_names_the_step() -> None:
+    from edgeq.cli import step_of
+
+    def raise_in(module: str) -> BaseException:
+        code = compile("def f():\n    raise ValueError('x')\n", module.replace(".", "/") + ".py", "exec")
+        ns: dict[str, object] = {"__name__": module}
+        exec(code, ns)
+        try:
+            ns["f"]()  # type: ignore[operator]
+        except ValueError as exc:
+            return exc
+        raise AssertionError
+
+    assert step_of(raise_in("edgeq.quantize"), "build") == "converting the model"
+    assert step_of(raise_in("edgeq.qat_annotate"), "build") == "quantization-aware training"
+    assert step_of(raise_in("edgeq.codegen.emit"), "emit") == "emitting firmware sources"
+    assert step_of(raise_in("somewhere.else"), "bench") == "running `edgeq bench`"
+
+
+def test_failure_after_staging_leaves_the_output_folder_as_it_was(tmp_path: Path) -> None:
+    """A crash while writing the firmware (inside the staged folder): the previous build stays, no temp folders."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("previous build")
+    code, _, err = _run_with_failure("edgeq.firmware_step:write", "build", "--example", "--out", out, "--force")
+    assert code == 3 and "Traceback" not in err, err
+    assert "internal error while" in err
+    assert sorted(p.name for p in out.iterdir()) == ["old.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+# ----------------------------------------------------------------------------- arrays by name
+def test_npz_arrays_by_name(tmp_path: Path) -> None:
+    import pytest
+
+    from edgeq.calibration import load_samples, split_keys
+    from edgeq.errors import CalibrationError
+    from edgeq.loading import IOSpec
+
+    spec = (IOSpec("args_0", (1, 4)),)
+    f = tmp_path / "data.npz"
+    # 'junk' is an object array: reading it with allow_pickle=False would fail, so it proves only used keys are read
+    np.savez(f, specs=np.ones((5, 4), np.float32), labels=np.arange(5) % 2, junk=np.array([{"a": 1}], dtype=object))
+    assert split_keys(f"{f}:specs,labels") == (f, ("specs", "labels"))
+    assert split_keys(f) == (f, ())
+    s = load_samples(f"{f}:specs,labels", spec, role="evaluation")
+    assert len(s) == 5 and s.y is not None and list(s.y) == [0, 1, 0, 1, 0] and s.source.endswith(":specs,labels")
+    s = load_samples(f"{f}:specs", spec)
+    assert s.y is None and not s.targets
+    with pytest.raises(CalibrationError, match=r"no array 'nope' \(keys: junk, labels, specs\)"):
+        load_samples(f"{f}:nope", spec)
+    with pytest.raises(CalibrationError, match="has no array for model input"):
+        load_samples(f, spec)  # no 'x' and no key given: the keys are listed, the hint shows the syntax
+    np.save(tmp_path / "a.npy", np.ones((3, 4), np.float32))
+    with pytest.raises(CalibrationError, match="only apply to an .npz"):
+        load_samples(f"{tmp_path / 'a.npy'}:x", spec)
+
+
+def test_labels_keep_their_form(tmp_path: Path) -> None:
+    """One-hot → class indices for validation, the raw arrays kept for QAT; regression targets are not classes."""
+    from edgeq.calibration import load_samples
+    from edgeq.loading import IOSpec
+
+    spec = (IOSpec("args_0", (1, 4)),)
+    x = np.ones((4, 4), np.float32)
+    np.savez(tmp_path / "hot.npz", x=x, y=np.eye(3, dtype=np.float32)[[0, 2, 1, 2]])
+    s = load_samples(tmp_path / "hot.npz", spec)
+    assert list(s.y) == [0, 2, 1, 2] and s.targets[0].shape == (4, 3)
+    np.savez(tmp_path / "ae.npz", x=x, y=x * 0.5)
+    s = load_samples(tmp_path / "ae.npz", spec)
+    assert s.y is None and s.targets[0].shape == (4, 4)
+    np.savez(tmp_path / "two.npz", x=x, y0=np.array([0, 1, 1, 0]), y1=np.zeros((4, 1), np.float32))
+    s = load_samples(tmp_path / "two.npz", spec)
+    assert len(s.targets) == 2 and list(s.y) == [0, 1, 1, 0]

@@ -119,3 +119,25 @@ def test_quantize_layer_report_cli(models: dict[str, Path], tmp_path: Path) -> N
                   "--eval-data", models["eval"], "--layer-report")
     assert r.code == 0, r.stderr
     assert "per-layer int8 error" in r.stdout and "conv2d" in r.stdout and "RMSE/scale" in r.stdout
+
+
+@pytest.mark.parametrize("batch", ["fixed", "dynamic"])
+def test_layer_report_on_savedmodels_of_any_batch(batch: str, digits: dict[str, Any], report: Any, tmp_path: Path) -> None:
+    """A SavedModel exported with a fixed batch of 1 analyses like the dynamic one (and the .keras file)."""
+    import keras
+    import tensorflow as tf
+
+    from edgeq.layer_report import layer_report
+    from edgeq.loading import load_model
+    from edgeq.quantize import QuantSettings
+
+    m = keras.models.load_model(EXAMPLE / "digits.keras", compile=False)
+    sig = [tf.TensorSpec([1, *m.inputs[0].shape[1:]], tf.float32)] if batch == "fixed" else None
+    m.export(str(tmp_path / "sm"), input_signature=sig, verbose=False)
+    model = load_model(tmp_path / "sm")
+    assert model.fixed_batch == (1 if batch == "fixed" else None)
+    small = Samples(digits["eval"].xs, digits["eval"].y, "eval").take(slice(0, 40))
+    got = layer_report(model, digits["calib"], small, QuantSettings("int8"))
+    assert got.samples == 40 and len(got.rows) == len(report.rows)
+    assert [r.op for r in got.rows] == [r.op for r in report.rows]
+    assert all(np.isfinite(r.rmse_scale) for r in got.rows)

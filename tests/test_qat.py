@@ -308,3 +308,71 @@ def test_qat_options_are_checked(models: dict[str, Path], tmp_path: Path) -> Non
     r = run_edgeq("quantize", models["keras"], "-o", tmp_path / "m.tflite", "--train-data", models["eval"],
                   "--calibration", models["calib"])
     assert_clean_error(r, "--qat")
+
+
+# ----------------------------------------------------------------------------- labels and layers (no training)
+def _fake_model(units: int, shape: tuple[int, ...] | None = None) -> Any:
+    from edgeq.loading import IOSpec, LoadedModel
+
+    out = IOSpec("output_0", shape or (1, units))
+    return LoadedModel(Path("m.keras"), "keras", "0", (IOSpec("args_0", (1, 4)),), (out,))
+
+
+@pytest.mark.parametrize(("loss", "given", "want_shape", "note"), [
+    ("categorical_crossentropy", "int", (6, 3), "class indices → one-hot"),
+    ("categorical_crossentropy", "onehot", (6, 3), "one-hot labels for"),
+    ("sparse_categorical_crossentropy", "onehot", (6,), "one-hot labels → class indices"),
+    ("sparse_categorical_crossentropy", "int", (6,), "class indices for"),
+])
+def test_labels_are_converted_to_what_the_loss_needs(loss: str, given: str, want_shape: tuple[int, ...], note: str) -> None:
+    import tf_keras
+
+    from edgeq.qat_loss import prepare_targets
+
+    y = np.array([0, 1, 2, 2, 1, 0])
+    labels = y if given == "int" else np.eye(3, dtype=np.float32)[y]
+    train = Samples((np.zeros((6, 4), np.float32),), None, "t.npz", (labels,))
+    arrays, notes = prepare_targets(_fake_model(3), train, [tf_keras.losses.get(loss)])
+    assert arrays[0].shape == want_shape and note in notes[0]
+    assert np.array_equal(arrays[0] if arrays[0].ndim == 1 else arrays[0].argmax(1), y)
+
+
+def test_bad_labels_are_user_errors() -> None:
+    import tf_keras
+
+    from edgeq.qat_loss import prepare_targets
+
+    x = (np.zeros((4, 4), np.float32),)
+    cce, mse = tf_keras.losses.get("categorical_crossentropy"), tf_keras.losses.get("mse")
+    with pytest.raises(UserError, match="label 7 is out of range for 3 classes"):
+        prepare_targets(_fake_model(3), Samples(x, None, "", (np.array([0, 1, 7, 2]),)), [cce])
+    with pytest.raises(UserError, match="do not fit the output shape"):
+        prepare_targets(_fake_model(640), Samples(x, None, "", (np.zeros((4, 10), np.float32),)), [mse])
+    with pytest.raises(UserError, match="2 outputs but the training data"):
+        two = _fake_model(3)
+        two.outputs = (*two.outputs, two.outputs[0])
+        prepare_targets(two, Samples(x, None, "", (np.array([0, 1, 2, 2]),)), [cce, cce])
+    arrays, notes = prepare_targets(_fake_model(8, (1, 8)), Samples(x, None, "", (np.ones((4, 8), np.float32),)), [mse])
+    assert arrays[0].shape == (4, 8) and "array targets" in notes[0]
+
+
+def test_annotation_plan_widens_tfmots_registry() -> None:
+    """BN after conv folds (tfmot), after an activation/Dense is output-quantized, Conv1D gets weights, LSTM is refused."""
+    import tf_keras
+
+    from edgeq.qat import _tfmot
+    from edgeq.qat_annotate import plan
+
+    tfmot = _tfmot()
+    L = tf_keras.layers
+    inp = tf_keras.Input((16, 16, 1))
+    a = L.BatchNormalization(name="bn_folded")(L.Conv2D(4, 3, name="conv_linear")(inp))
+    b = L.BatchNormalization(name="bn_after_relu")(L.Conv2D(4, 3, activation="relu", name="conv_relu")(a))
+    img = tf_keras.Model(inp, L.Dense(2, name="head")(L.Flatten()(b)))
+    kinds = plan(img, tfmot)
+    assert kinds["bn_folded"] == "default" and kinds["bn_after_relu"] == "output" and kinds["head"] == "default"
+    seq = tf_keras.Input((16, 3))
+    h = L.LSTM(4, name="lstm")(L.Conv1D(4, 3, name="conv1d")(seq))
+    h = L.BatchNormalization(name="bn_after_dense")(L.Dense(4, name="dense")(h))
+    kinds = plan(tf_keras.Model(seq, h), tfmot)
+    assert (kinds["conv1d"], kinds["lstm"], kinds["bn_after_dense"]) == ("weighted", "refuse", "output")
