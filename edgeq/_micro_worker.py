@@ -263,14 +263,16 @@ def measure_model(model: bytes, req: dict[str, Any]) -> dict[str, Any]:
     m = re.search(r"Arena allocation total (\d+) bytes", log)
     reported = int(m.group(1)) if m else None
 
-    if report_only and not req.get("outputs"):  # only the allocation report was asked for (edgeq emit)
+    if report_only and not req.get("outputs"):  # only the allocation report was asked for
         return {"ok": True, "reported_bytes": reported, "bisected_bytes": None, "samples": 0}
-    if first is None:
-        raise ValueError("a bisecting run needs its samples in 'inputs'")
     import numpy as np
     from tflite_micro import runtime
 
+    if first is None:  # the minimal arena alone (edgeq emit): the arena does not depend on input values
+        first = _zeros_from_details(interp)
     minimal = None if report_only else _minimal_arena(runtime, model, first, reported, big)
+    if not req.get("outputs"):
+        return {"ok": True, "reported_bytes": reported, "bisected_bytes": minimal, "samples": 0}
 
     outputs: list[list[np.ndarray]] = []
     for k in range(samples[0].shape[0]):

@@ -78,9 +78,10 @@ def check_budget(run: Any, target: Any, opts: dict[str, Any]) -> Any:
 
 
 def _host_arena(run: Any) -> int:
-    """The arena rule's input: TFLM's reported total (see ``edgeq.codegen.arena``)."""
-    if run.micro.arena_reported_bytes is not None:
-        return int(run.micro.arena_reported_bytes)
+    """The arena rule's input: the bisected minimal host arena, never TFLM's allocation
+    report, which omits what kernels allocate while preparing (``edgeq.codegen.arena``)."""
+    if run.micro.arena_bytes is not None:
+        return int(run.micro.arena_bytes)
     from edgeq.codegen.arena import measure_host_arena
 
     return measure_host_arena(run.data, info=run.info)

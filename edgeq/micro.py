@@ -158,8 +158,9 @@ class MicroRun:
         self._spawn(request)
 
     @classmethod
-    def forked_report(cls, data: bytes) -> "MicroRun":
-        """TFLM's allocation report on ``data``, in a child forked from this process.
+    def forked_report(cls, data: bytes, *, bisect: bool = False) -> "MicroRun":
+        """TFLM's allocation report on ``data`` (with ``bisect``, also the minimal arena),
+        in a child forked from this process.
 
         Why fork: a fresh interpreter for the worker costs ~0.1 s of CPU (start-up,
         numpy, reading the model) before TFLM even loads; a forked child already has
@@ -173,7 +174,7 @@ class MicroRun:
 
         run = cls.__new__(cls)
         run.info, run._bisect, run._outputs, run._tmp = None, False, False, None
-        request = {"bisect": False}
+        request = {"bisect": bisect}
         run._proc = _ForkedChild(lambda: json.dumps(_micro_worker.measure_model(data, request)))
         return run
 

@@ -42,10 +42,12 @@ _ESP_NN_PATHS = ("generic", "esp32s3")
 class ArenaRule:
     """How a host-measured TFLM arena becomes this target's ``k<Name>TensorArenaSize``.
 
-    ``target = align(ceil(host * (100 + scale_percent) / 100) + cmsis_nn_extra + headroom_bytes)``
-    where ``cmsis_nn_extra`` bounds the scratch and kernel-sum buffers CMSIS-NN's
-    ``cmsis_nn`` code path (none/dsp/mve, or "any" = the worst) adds to the reference
-    kernels' arena. See ``edgeq.codegen.arena`` and README "Arena rule" for measurements.
+    ``target = align(ceil(host * (100 + scale_percent) / 100) - host_bytes_per_tensor * tensors
+    - host_bytes_per_op * ops + cmsis_nn_extra + headroom_bytes)`` where ``cmsis_nn_extra``
+    bounds the scratch and kernel-sum buffers CMSIS-NN's ``cmsis_nn`` code path (none/dsp/mve,
+    or "any" = the worst) adds to the reference kernels' arena, and the per-tensor/per-op
+    terms are what the 64-bit host's structs take beyond a 32-bit core's. See
+    ``edgeq.codegen.arena`` and README "Arena rule" for measurements.
     """
 
     scale_percent: int = 0
@@ -53,6 +55,8 @@ class ArenaRule:
     cmsis_nn: str = ""
     align_bytes: int = 16
     esp_nn: str = ""
+    host_bytes_per_tensor: int = 0
+    host_bytes_per_op: int = 0
 
 
 @dataclass(frozen=True)
@@ -223,6 +227,8 @@ def parse_target(path: Path) -> Target:
         cmsis_nn=a.get("cmsis_nn", str, "", lambda v: v in _CMSIS_PATHS, f"must be one of {_CMSIS_PATHS}"),
         align_bytes=a.get("align_bytes", int, 16, lambda v: v in (4, 8, 16, 32, 64), "must be 4, 8, 16, 32 or 64"),
         esp_nn=a.get("esp_nn", str, "", lambda v: v in _ESP_NN_PATHS, f"must be one of {_ESP_NN_PATHS}"),
+        host_bytes_per_tensor=a.get("host_bytes_per_tensor", int, 0, lambda v: 0 <= v <= 64, "must be 0..64"),
+        host_bytes_per_op=a.get("host_bytes_per_op", int, 0, lambda v: 0 <= v <= 256, "must be 0..256"),
     )
     a.done()
     target = Target(

@@ -24,6 +24,33 @@ def test_arena_rule_never_below_measurements() -> None:
             assert target_arena(host, tflite=None, target=target).target_bytes >= max(on_target), (name, host)
 
 
+# Bisected minimal arenas, host (tflite-micro wheel) vs device (the runner's EDGEQ_FIND_MIN_ARENA
+# search under QEMU, TFLM 90b983c2 + CMSIS-NN, arm-none-eabi-gcc 12.2 -O2), on real architectures
+# (random weights; weights do not change the arena). M3 = mps2-an385, M4F = an386, M33 = an505.
+# The per-channel Dense autoencoder is the model whose firmware did not start when the rule was
+# fed TFLM's allocation report (18,096 B here) instead of the bisected minimum (19,616 B).
+DEVICE_MIN = {  # model: (host minimum, {core: device minimum})
+    "digits example": (3984, {"M3": 2992, "M4F": 2992, "M33": 2992}),
+    "Dense autoencoder 640-128x4-8-128x4-640 + BN": (19616, {"M3": 18048, "M4F": 18048, "M33": 18048}),
+    "Dense 64-32-32-8": (2736, {"M4F": 1904, "M33": 1904}),
+    "ResNet-8 32x32x3": (56160, {"M4F": 55152, "M33": 55152}),
+    "DS-CNN 49x10x1": (24464, {"M3": 22960, "M4F": 22960, "M33": 22960}),
+    "Conv1D 128x3": (7664, {"M4F": 6608, "M33": 6608}),
+    "two-output CNN": (5504, {"M33": 4512}),
+}
+
+
+def test_arena_rule_from_the_bisected_minimum_covers_devices() -> None:
+    """Without the model's CMSIS-NN term (which only adds), every Cortex-M target's rule fed the
+    bisected host minimum is at or above each device's bisected minimum."""
+    from edgeq.codegen.arena import target_arena
+
+    for name in ("cortex-m", "cortex-m0plus", "cortex-m3", "cortex-m4", "cortex-m7", "cortex-m33", "cortex-m55"):
+        target = load_target(name)
+        for model, (host_min, devices) in DEVICE_MIN.items():
+            assert target_arena(host_min, tflite=None, target=target).target_bytes >= max(devices.values()), (name, model)
+
+
 # arena_used_bytes printed by the generated firmware under QEMU (TFLM 90b983c2, CMSIS-NN
 # 4ab83cc, arm-none-eabi-gcc 12.2, -O2) for the two test architectures; weights do not
 # change the arena. M3 = qemu-mps2-an385, M4F = an386, M55 = mps3-an547.
@@ -44,7 +71,10 @@ def test_arena_rule_covers_qemu_measurements(which: str) -> None:
         figure = target_arena(host, tflite=data, target=load_target(name))
         for cpu in cpus:
             assert figure.target_bytes >= QEMU_ARENA[which][cpu], (name, cpu, figure)
-        assert figure.target_bytes <= 1.35 * max(QEMU_ARENA[which].values()) + 1024, (name, figure)  # not wasteful
+        need = max(QEMU_ARENA[which].values())
+        # Not wasteful: within 15 % above 16 KiB (issue 10's goal); small models carry the host's
+        # fixed 64-bit overheads (a few hundred bytes that loom large next to 1.4 KB).
+        assert figure.target_bytes <= (1.15 * need if need > 16384 else 2.5 * need + 1024), (name, figure)
 
 
 

@@ -1,24 +1,25 @@
-"""The tensor arena a target needs, derived from the arena TFLM needs on the host.
+"""The tensor arena a target needs, derived from the smallest arena TFLM needs on the host.
 
 Why a rule and not the host figure: the host runtime (x86-64, reference kernels) and a
-Cortex-M build (32-bit pointers, CMSIS-NN kernels with scratch buffers) lay out the
-same model differently. Measured ``arena_used_bytes()`` (host / M4F / M3 / M55):
-hello_world 1184/772/772/916, micro_speech 7312/6836/6836/7812, an int8 LSTM
-3936/4052/4052/4100, person_detect 85024/82308/82308/82356 — the host is *not* an
-upper bound (M55 and the LSTM exceed it). The rule, with parameters in each target's
-``[arena]`` table (README "Arena rule" has the full table of measurements)::
+Cortex-M build (32-bit pointers, CMSIS-NN kernels with scratch buffers) lay out the same
+model differently. The rule, with parameters in each target's ``[arena]`` table::
 
-    target = align16( ceil(host * (100 + scale_percent) / 100)
+    target = align16( ceil(host_min * (100 + scale_percent) / 100)
                       + cmsis_nn_extra(model, code path)
                       + headroom_bytes )
 
-``cmsis_nn_extra`` (``edgeq.codegen.cmsis_memory``) bounds what CMSIS-NN adds to the
-reference kernels: the largest per-op scratch buffer plus the kernel sums; 32-bit
-pointers only make the rest smaller. On ESP-NN targets (``[arena] esp_nn``) the same
-term is ``esp_nn_extra`` (``edgeq.codegen.esp_nn_memory``): the scratch buffers
-esp-tflite-micro's ESP-NN kernels request. The percentage and headroom absorb differences
-between the TFLM version that measured the host figure and the one the firmware uses
-(about 270 B between two TFLM builds here) and planner layout effects.
+``host_min`` is the bisected minimal host arena (``micro.arena_bytes``), never TFLM's
+allocation report: the report leaves out what kernels allocate while they prepare, and a
+rule fed with it gave a per-channel Dense autoencoder 19,536 B where Cortex-M3/M4 need
+20,672 B (``AllocateTensors`` failed in FULLY_CONNECTED's prepare). Measured on QEMU with
+TFLM 90b983c2 + CMSIS-NN, the device minimum was 0.70-0.98x ``host_min`` on every model
+and core apart from CMSIS-NN's scratch buffers (64-bit structs on the host), so the
+Cortex-M targets use ``scale_percent = 0``. ``cmsis_nn_extra`` (``edgeq.codegen.cmsis_memory``)
+bounds what CMSIS-NN adds: the largest per-op scratch buffer plus the kernel sums. On
+ESP-NN targets (``[arena] esp_nn``) the same term is ``esp_nn_extra``
+(``edgeq.codegen.esp_nn_memory``). The headroom absorbs differences between the TFLM of
+the tflite-micro wheel that measures ``host_min`` and the one the firmware uses. README
+"Arena rule" has the measurements.
 """
 
 from __future__ import annotations
@@ -54,15 +55,22 @@ class ArenaFigure:
 
 
 def target_arena(host_bytes: int, *, tflite: bytes | None, target: Target) -> ArenaFigure:
-    """Apply ``target``'s arena rule to a host-measured arena (integer maths: deterministic).
+    """Apply ``target``'s arena rule to the bisected host minimum (integer maths: deterministic).
 
-    ``tflite`` gives the CMSIS-NN (or ESP-NN) term; without it only the percentage and headroom apply.
+    ``tflite`` gives the model terms (tensor and operator counts, CMSIS-NN or ESP-NN
+    buffers); without it only the percentage and headroom apply, which is never smaller.
     """
     from edgeq.codegen.cmsis_memory import cmsis_nn_extra
     from edgeq.codegen.esp_nn_memory import esp_nn_extra
 
     rule = target.arena
     scaled = -(-host_bytes * (100 + rule.scale_percent) // 100)
+    saved, saving = 0, ""
+    if tflite is not None and (rule.host_bytes_per_tensor or rule.host_bytes_per_op):
+        tensors, ops = _counts(tflite)
+        saved = min(rule.host_bytes_per_tensor * tensors + rule.host_bytes_per_op * ops, scaled // 2)
+        saving = (f" - 64-bit structs {saved} B ({rule.host_bytes_per_tensor} B x {tensors} tensors"
+                  f" + {rule.host_bytes_per_op} B x {ops} ops)")
     if rule.cmsis_nn:
         extra = cmsis_nn_extra(tflite, rule.cmsis_nn).total if tflite is not None else 0
         path = f"CMSIS-NN ({rule.cmsis_nn}) buffers {extra} B + "
@@ -71,21 +79,33 @@ def target_arena(host_bytes: int, *, tflite: bytes | None, target: Target) -> Ar
         path = f"ESP-NN ({rule.esp_nn}) buffers {extra} B + "
     else:
         extra, path = 0, ""
-    raw = scaled + extra + rule.headroom_bytes
+    raw = scaled - saved + extra + rule.headroom_bytes
     aligned = -(-raw // rule.align_bytes) * rule.align_bytes
-    text = f"host {host_bytes} B x (1 + {rule.scale_percent}%) + {path}headroom {rule.headroom_bytes} B, aligned to {rule.align_bytes}"
+    scale = f" x (1 + {rule.scale_percent}%)" if rule.scale_percent else ""
+    text = f"host minimum {host_bytes} B{scale}{saving} + {path}headroom {rule.headroom_bytes} B, aligned to {rule.align_bytes}"
     return ArenaFigure(target_bytes=aligned, host_bytes=host_bytes, cmsis_nn_bytes=extra, rule=text)
 
 
-def measure_host_arena(tflite: bytes, *, info: ModelInfo | None = None, timeout: float = 300.0) -> int:
-    """TFLM's "Arena allocation total" on this host: the input of the arena rule.
+def _counts(tflite: bytes) -> tuple[int, int]:
+    """Tensors and operators of every subgraph: what TFLM allocates one eval tensor and one
+    node (pointer-sized fields) for."""
+    from edgeq.tflite_info import parse
 
-    Measured by ``edgeq.micro``'s worker (a child process whose probes survive TFLM
-    segfaults), the same run ``edgeq build`` makes, so ``emit`` and ``build`` write the
-    same ``k<Name>TensorArenaSize``. The rule was calibrated against QEMU runs with this
-    figure as input; the host's *minimal* arena (``micro.arena_bytes``) is larger by the
-    temporary allocations of kernel preparation, which the rule's margin covers on the
-    target. ``ToolMissingError`` if tflite-micro is not installed.
+    info = parse(tflite)
+    return len(info.tensors), sum(op.count for op in info.ops)
+
+
+def measure_host_arena(tflite: bytes, *, info: ModelInfo | None = None, timeout: float = 300.0) -> int:
+    """The smallest arena in which TFLM allocates and runs the model on this host (bisected
+    in 16-byte steps): the input of the arena rule.
+
+    Why the bisected minimum and not TFLM's "Arena allocation total": the report leaves out
+    what kernels allocate while they prepare (per-channel FULLY_CONNECTED data, scratch
+    buffers). Fed the report, the rule gave a Dense autoencoder 19,536 B where Cortex-M3/M4
+    need 20,672 B, and the firmware did not start. Measured by ``edgeq.micro``'s worker (a
+    child process whose probes survive TFLM segfaults), the same run ``edgeq build`` makes,
+    so ``emit`` and ``build`` write the same ``k<Name>TensorArenaSize``.
+    ``ToolMissingError`` if tflite-micro is not installed.
     """
     return finish_host_arena_measurement(start_host_arena_measurement(tflite, info=info), timeout=timeout)
 
@@ -107,7 +127,7 @@ def start_host_arena_measurement(tflite: bytes, *, info: ModelInfo | None = None
     from edgeq.micro import MicroRun
     from edgeq.tflite_info import parse
 
-    return MicroRun(tflite, info if info is not None else parse(tflite), None, bisect=False)
+    return MicroRun(tflite, info if info is not None else parse(tflite), None, bisect=True)
 
 
 def fork_host_arena_measurement(tflite: bytes) -> "MicroRun | None":
@@ -123,7 +143,7 @@ def fork_host_arena_measurement(tflite: bytes) -> "MicroRun | None":
 
     if not (hasattr(os, "fork") and threading.active_count() == 1 and runtime_available()):
         return None
-    return MicroRun.forked_report(tflite)
+    return MicroRun.forked_report(tflite, bisect=True)
 
 
 def cancel_host_arena_measurement(run: "MicroRun") -> None:
@@ -135,8 +155,8 @@ def finish_host_arena_measurement(run: "MicroRun", *, info: ModelInfo | None = N
     """Wait for ``run``'s figure; ``info`` names the model's ops in TFLM's errors (needed
     for a forked run, which started before the model was parsed)."""
     result = run.result(timeout, info=info)
-    assert result.arena_reported_bytes is not None
-    return int(result.arena_reported_bytes)
+    assert result.arena_bytes is not None
+    return int(result.arena_bytes)
 
 
 __all__ = ["ArenaFigure", "target_arena", "measure_host_arena", "start_host_arena_measurement", "fork_host_arena_measurement",
