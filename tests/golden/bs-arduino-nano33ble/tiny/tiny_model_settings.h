@@ -8,7 +8,7 @@
 
 /* Integer constants are enumerators so they work as array sizes in C and C++. */
 
-/* Tensor arena for target "arduino-nano33ble": host 2208 B x (1 + 5%) + CMSIS-NN (dsp) buffers 64 B + headroom 1024 B, aligned to 16. */
+/* Tensor arena for target "arduino-nano33ble": host minimum 2208 B x (1 + 5%) + CMSIS-NN (dsp) buffers 64 B + headroom 1024 B, aligned to 16. */
 enum {
   kTinyTensorArenaSize = 3408,
   kTinyHostArenaSize = 2208,

@@ -8,7 +8,7 @@
 
 /* Integer constants are enumerators so they work as array sizes in C and C++. */
 
-/* Tensor arena for target "esp32s3": host 2208 B x (1 + 5%) + ESP-NN (esp32s3) buffers 1072 B + headroom 512 B, aligned to 16. */
+/* Tensor arena for target "esp32s3": host minimum 2208 B x (1 + 5%) + ESP-NN (esp32s3) buffers 1072 B + headroom 512 B, aligned to 16. */
 enum {
   kTinyTensorArenaSize = 3904,
   kTinyHostArenaSize = 2208,

@@ -8,7 +8,7 @@
 
 /* Integer constants are enumerators so they work as array sizes in C and C++. */
 
-/* Tensor arena for target "rp2040": host 2208 B x (1 + 5%) + CMSIS-NN (none) buffers 64 B + headroom 512 B, aligned to 16. */
+/* Tensor arena for target "rp2040": host minimum 2208 B x (1 + 5%) + CMSIS-NN (none) buffers 64 B + headroom 512 B, aligned to 16. */
 enum {
   kTinyTensorArenaSize = 2896,
   kTinyHostArenaSize = 2208,

@@ -8,9 +8,9 @@
 
 /* Integer constants are enumerators so they work as array sizes in C and C++. */
 
-/* Tensor arena for target "host": host 2208 B x (1 + 5%) + headroom 512 B, aligned to 16. */
+/* Tensor arena for target "host": host minimum 2208 B + headroom 512 B, aligned to 16. */
 enum {
-  kTinyTensorArenaSize = 2832,
+  kTinyTensorArenaSize = 2720,
   kTinyHostArenaSize = 2208,
   kTinyModelSize = <model size>,
   kTinyInputCount = 1,
