@@ -385,11 +385,13 @@ def _internal_error(exc: Exception, args: list[str]) -> None:
 def _print_error(exc: EdgeqError) -> None:
     from edgeq.console import err
 
+    from edgeq.text import printable
+
     err.print("[bold red]error:[/] ", end="", markup=True)
-    err.print(exc.message, markup=False)
+    err.print(printable(exc.message), markup=False)  # messages quote names from models and files
     if exc.hint:
         err.print("[cyan]hint:[/] ", end="", markup=True)
-        err.print(exc.hint, markup=False)
+        err.print(printable(exc.hint), markup=False)
 
 
 __all__ = ["app", "main", "set_debug", "Path"]

@@ -65,6 +65,7 @@ class _Run:
     fw_input: list[np.ndarray] | None = None  # the firmware's embedded input (batch 1, subgraph order)
     fw_input_source: str = ""  # "eval sample 0", "calibration sample 0" or "pseudo-random (seed 0)"
     fw_output: list[np.ndarray] | None = None  # host TFLM's output for fw_input (None: TFLM did not run)
+    task: str | None = None  # "regression" when the eval labels are targets, not classes; else inferred by the report
 
 
 def _warn(warnings: list[str], message: str) -> None:
@@ -115,9 +116,12 @@ def _run(model_path: str | Path, opts: Options, *, micro_strict: bool) -> _Run:
         raise UserError("--samples must be at least 1")
     warnings: list[str] = []
     model = load_model(model_path)
-    if opts.qat is not None and (settings.mode != "int8" or model.format not in ("keras", "tf_keras")):
-        raise UserError("--qat needs a Keras model (.keras/.h5) and --mode int8",
-                        hint="QAT fine-tunes the model's layers, then converts it full-integer")
+    if opts.qat is not None and settings.mode != "int8":
+        raise UserError("--qat needs --mode int8", hint="QAT fine-tunes the model's layers, then converts it full-integer")
+    if opts.qat is not None and model.format not in ("keras", "tf_keras"):
+        what = "a SavedModel has no trainable Keras graph" if model.format == "saved_model" else f"a {model.format} model cannot be fine-tuned"
+        raise UserError(f"--qat needs a Keras model (.keras/.h5): {what}",
+                        hint="give the .keras/.h5 file the model was exported from, or drop --qat for post-training quantization")
     calib, eval_s = prepare_data(model, opts, warnings)
     if model.format == "tflite":
         assert model.tflite_bytes is not None
@@ -130,6 +134,10 @@ def _run(model_path: str | Path, opts: Options, *, micro_strict: bool) -> _Run:
         info(f"converting {model.path.name} ({model.format}) to {settings.mode}, I/O {settings.io_type}…")
         data = convert(model, settings, calib)
         info_ = parse(data)
+        if settings.mode == "int8" and not info_.fully_integer:  # the converter kept float ops: never ship that as "int8"
+            raise UserError(f"the int8 conversion of {model.path.name} is not full-integer; float tensors: "
+                            f"{', '.join(info_.float_tensors[:8])}",
+                            hint="a layer without an int8 kernel stayed float: replace it, or use --mode int16x8 / float32")
     float_out = model.predict(list(eval_s.xs)) if (eval_s is not None and model.has_float_reference) else None
     validation, eval_q, ref_raw = _validate(model, data, info_, eval_s, float_out)
     qat_summary = None
@@ -155,8 +163,9 @@ def _run(model_path: str | Path, opts: Options, *, micro_strict: bool) -> _Run:
         from edgeq.layer_report import layer_report
 
         layers = layer_report(model, calib, eval_s, settings)
+    task = "regression" if eval_s is not None and eval_s.y is None and eval_s.targets else None
     return _Run(model, data, info_, validation, micro, eval_q, ref_raw, warnings, qat_summary, layers,
-                fw_input, fw_source, fw_output)
+                fw_input, fw_source, fw_output, task)
 
 
 def _firmware_input(
@@ -257,6 +266,7 @@ def _report(run: _Run, kind: str, tflite_path: str | None, **extra: Any) -> Buil
         warnings=tuple(run.warnings),
         qat=run.qat,
         layer_report=run.layers,
+        task=run.task,
         **{k: v for k, v in extra.items() if k != "mode"},
     )
 
