@@ -59,6 +59,31 @@ def _sample(run: Any) -> tuple[Any, Any, str, str | None]:
     return run.fw_input, run.fw_output, run.fw_input_source, TFLM_REFERENCE
 
 
+def firmware_input(
+    model: Any, data: bytes, info_: Any, opts: Any, eval_q: list[Any] | None, calib: Any,
+) -> tuple[list[Any], str]:
+    """The input a firmware embeds (batch 1, quantized, subgraph order) and its origin.
+
+    Every firmware checks something: the first evaluation sample; else the first
+    calibration sample (for a .tflite, the --calibration data if given, which is
+    otherwise unused); else a fixed pseudo-random input valid for the input tensors.
+    """
+    from edgeq.calibration import load_samples
+    from edgeq.codegen.sources import PSEUDO_RANDOM_SEED, pseudo_random_input
+    from edgeq.validation import ReferenceRunner
+
+    if eval_q is not None:
+        return [x[0:1] for x in eval_q], "eval sample 0"
+    if calib is None and model.format == "tflite" and opts.calibration is not None and str(opts.calibration) != "random":
+        calib = load_samples(opts.calibration, model.inputs, scale=opts.scale, role="calibration",
+                             input_names=model.user_input_names)
+    if calib is not None and len(calib):
+        runner = ReferenceRunner(data, info_, [s.name for s in model.inputs], [s.name for s in model.outputs])
+        label = "calibration sample 0" + (" (random calibration data)" if calib.source == "random" else "")
+        return runner.to_subgraph([x[0:1] for x in calib.xs]), label
+    return pseudo_random_input(info_.inputs, seed=PSEUDO_RANDOM_SEED), f"pseudo-random (seed {PSEUDO_RANDOM_SEED})"
+
+
 def check_budget(run: Any, target: Any, opts: dict[str, Any]) -> Any:
     """Budget figures for the report; raises ``BudgetError`` (or ``UnsupportedOpError``
     for an op the target's TFLM copy lacks) before anything is written."""

@@ -111,6 +111,8 @@ def prepare_data(model: LoadedModel, opts: Options, warnings: list[str]) -> tupl
 
 
 def _run(model_path: str | Path, opts: Options, *, micro_strict: bool) -> _Run:
+    from edgeq import firmware_step
+
     settings = opts.settings.validate()
     if opts.samples is not None and opts.samples < 1:
         raise UserError("--samples must be at least 1")
@@ -134,16 +136,18 @@ def _run(model_path: str | Path, opts: Options, *, micro_strict: bool) -> _Run:
         info(f"converting {model.path.name} ({model.format}) to {settings.mode}, I/O {settings.io_type}…")
         data = convert(model, settings, calib)
         info_ = parse(data)
-        if settings.mode == "int8" and not info_.fully_integer:  # the converter kept float ops: never ship that as "int8"
+        io_names = {t.name for t in (*info_.inputs, *info_.outputs)} if settings.io_type == "float32" else set()
+        float_inside = [t for t in info_.float_tensors if t not in io_names]
+        if settings.mode == "int8" and float_inside:  # the converter kept float ops: never ship that as "int8"
             raise UserError(f"the int8 conversion of {model.path.name} is not full-integer; float tensors: "
-                            f"{', '.join(info_.float_tensors[:8])}",
+                            f"{', '.join(float_inside[:8])}",
                             hint="a layer without an int8 kernel stayed float: replace it, or use --mode int16x8 / float32")
     float_out = model.predict(list(eval_s.xs)) if (eval_s is not None and model.has_float_reference) else None
     validation, eval_q, ref_raw = _validate(model, data, info_, eval_s, float_out)
     qat_summary = None
     if opts.qat is not None:
         data, info_, validation, eval_q, ref_raw, qat_summary = _qat(model, opts, calib, eval_s, float_out, validation)
-    fw_input, fw_source = _firmware_input(model, data, info_, opts, eval_q, calib)
+    fw_input, fw_source = firmware_step.firmware_input(model, data, info_, opts, eval_q, calib)
     # TFLM runs the eval samples, or else the firmware's input: its output is the firmware's reference.
     micro = _micro(data, info_, settings, eval_q if eval_q is not None else fw_input, micro_strict, warnings)
     fw_output = [np.asarray(y)[0:1] for y in micro.outputs] if micro.outputs else None
@@ -166,30 +170,6 @@ def _run(model_path: str | Path, opts: Options, *, micro_strict: bool) -> _Run:
     task = "regression" if eval_s is not None and eval_s.y is None and eval_s.targets else None
     return _Run(model, data, info_, validation, micro, eval_q, ref_raw, warnings, qat_summary, layers,
                 fw_input, fw_source, fw_output, task)
-
-
-def _firmware_input(
-    model: LoadedModel, data: bytes, info_: ModelInfo, opts: Options, eval_q: list[np.ndarray] | None,
-    calib: Samples | None,
-) -> tuple[list[np.ndarray], str]:
-    """The input a firmware embeds (batch 1, quantized, subgraph order) and its origin.
-
-    Every firmware checks something: the first evaluation sample; else the first
-    calibration sample (for a .tflite, the --calibration data if given, which is
-    otherwise unused); else a fixed pseudo-random input valid for the input tensors.
-    """
-    from edgeq.codegen.sources import PSEUDO_RANDOM_SEED, pseudo_random_input
-
-    if eval_q is not None:
-        return [x[0:1] for x in eval_q], "eval sample 0"
-    if calib is None and model.format == "tflite" and opts.calibration is not None and str(opts.calibration) != "random":
-        calib = load_samples(opts.calibration, model.inputs, scale=opts.scale, role="calibration",
-                             input_names=model.user_input_names)
-    if calib is not None and len(calib):
-        runner = ReferenceRunner(data, info_, [s.name for s in model.inputs], [s.name for s in model.outputs])
-        label = "calibration sample 0" + (" (random calibration data)" if calib.source == "random" else "")
-        return runner.to_subgraph([x[0:1] for x in calib.xs]), label
-    return pseudo_random_input(info_.inputs, seed=PSEUDO_RANDOM_SEED), f"pseudo-random (seed {PSEUDO_RANDOM_SEED})"
 
 
 def _validate(
