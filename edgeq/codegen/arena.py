@@ -5,6 +5,7 @@ Cortex-M build (32-bit pointers, CMSIS-NN kernels with scratch buffers) lay out 
 model differently. The rule, with parameters in each target's ``[arena]`` table::
 
     target = align16( ceil(host_min * (100 + scale_percent) / 100)
+                      - host_bytes_per_tensor * tensors - host_bytes_per_op * operators
                       + cmsis_nn_extra(model, code path)
                       + headroom_bytes )
 
@@ -13,9 +14,11 @@ allocation report: the report leaves out what kernels allocate while they prepar
 rule fed with it gave a per-channel Dense autoencoder 19,536 B where Cortex-M3/M4 need
 20,672 B (``AllocateTensors`` failed in FULLY_CONNECTED's prepare). Measured on QEMU with
 TFLM 90b983c2 + CMSIS-NN, the device minimum was 0.70-0.98x ``host_min`` on every model
-and core apart from CMSIS-NN's scratch buffers (64-bit structs on the host), so the
-Cortex-M targets use ``scale_percent = 0``. ``cmsis_nn_extra`` (``edgeq.codegen.cmsis_memory``)
-bounds what CMSIS-NN adds: the largest per-op scratch buffer plus the kernel sums. On
+and core apart from CMSIS-NN scratch buffers: the host's structs are 64-bit. The exact
+difference per tensor (TfLiteEvalTensor 24 vs 12 B) and per operator (NodeAndRegistration
+64 vs 32 B) comes off, which keeps graphs of many small tensors (an unrolled LSTM: host
+90,960 B, device 71,584 B) from being over-provisioned; no percentage (``scale_percent = 0``). ``cmsis_nn_extra`` (``edgeq.codegen.cmsis_memory``)
+bounds what CMSIS-NN adds: the largest per-op scratch buffer plus persistent kernel sums. On
 ESP-NN targets (``[arena] esp_nn``) the same term is ``esp_nn_extra``
 (``edgeq.codegen.esp_nn_memory``). The headroom absorbs differences between the TFLM of
 the tflite-micro wheel that measures ``host_min`` and the one the firmware uses. README

@@ -98,7 +98,10 @@ def _op_extra(op: _Op, variant: str) -> tuple[int, int]:
             return (2 * cin * kh * kw if cin == cout else 0), 0
         return 0, 0
     if op.name == "FULLY_CONNECTED" and len(shape(1)) == 2:
-        return 0, (4 * shape(1)[0] if variant == "mve" and ins[1][1] else 0)
+        # Helium: arm_fully_connected_s8_get_buffer_size_mve = output depth x 4, a *scratch* buffer
+        # (TFLM keeps it as persistent kernel sums only with KERNELS_OPTIMIZED_FOR_SPEED, which
+        # edgeq's projects do not define): the largest one counts, not the sum over layers.
+        return (4 * shape(1)[0] if variant == "mve" else 0), 0
     if op.name == "AVERAGE_POOL_2D" and len(shape(0)) == 4:
         return (4 * shape(0)[3] if variant == "dsp" else 0), 0
     if op.name in ("UNIDIRECTIONAL_SEQUENCE_LSTM", "SVDF"):

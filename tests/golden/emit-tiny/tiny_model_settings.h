@@ -8,7 +8,7 @@
 
 /* Integer constants are enumerators so they work as array sizes in C and C++. */
 
-/* Tensor arena for target "cortex-m": host minimum 2208 B - 64-bit structs 380 B (12 B x 13 tensors + 32 B x 7 ops) + CMSIS-NN (any) buffers 76 B + headroom 512 B, aligned to 16. */
+/* Tensor arena for target "cortex-m": host minimum 2208 B - 64-bit structs 380 B (12 B x 13 tensors + 32 B x 7 ops) + CMSIS-NN (any) buffers 64 B + headroom 512 B, aligned to 16. */
 enum {
   kTinyTensorArenaSize = 2416,
   kTinyHostArenaSize = 2208,

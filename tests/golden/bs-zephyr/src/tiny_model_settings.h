@@ -8,9 +8,9 @@
 
 /* Integer constants are enumerators so they work as array sizes in C and C++. */
 
-/* Tensor arena for target "zephyr": host minimum 2208 B x (1 + 5%) + CMSIS-NN (any) buffers 76 B + headroom 512 B, aligned to 16. */
+/* Tensor arena for target "zephyr": host minimum 2208 B x (1 + 5%) + CMSIS-NN (any) buffers 64 B + headroom 512 B, aligned to 16. */
 enum {
-  kTinyTensorArenaSize = 2912,
+  kTinyTensorArenaSize = 2896,
   kTinyHostArenaSize = 2208,
   kTinyModelSize = <model size>,
   kTinyInputCount = 1,
