@@ -151,6 +151,8 @@ def build(
     learning_rate: LearningRate = 1e-4,
     loss: Loss = None,
     layer_report: LayerReport = False,
+    verify: Annotated[bool, typer.Option("--verify", help="Then build the project against real TFLM and run it (`edgeq verify`).")] = False,
+    tflm_dir: Annotated[Optional[Path], typer.Option("--tflm-dir", help="With --verify: the TFLM tree (see `edgeq verify --help`).")] = None,
     force: Force = False,
     json_out: Json = False,
     debug: Debug = False,
@@ -181,7 +183,11 @@ def build(
         firmware={"board": board, "lang": lang, "labels": labels_list, "flash": flash, "ram": ram,
                   "allow_over_budget": allow_over_budget, "targets_dir": targets_dir, "dry_run": dry_run},
     )
-    _emit_report(report, json_out)
+    if not verify or dry_run:
+        return _emit_report(report, json_out)
+    from edgeq.verify_command import verify_after_build
+
+    verify_after_build(report, tflm_dir=tflm_dir, json_out=json_out, emit=_emit_report)
 
 
 @app.command()
@@ -253,8 +259,11 @@ app.command("bench")(bench_command)
 from edgeq.codegen.command import emit_command  # noqa: E402  (typer only)
 from edgeq.codegen.targets_command import targets_command  # noqa: E402
 
+from edgeq.verify_command import verify_command  # noqa: E402
+
 app.command("emit")(emit_command)
 app.command("targets")(targets_command)
+app.command("verify")(verify_command)
 
 
 def main(argv: Optional[list[str]] = None) -> None:
@@ -322,45 +331,7 @@ def _fast_emit(args: list[str]) -> None:
 #: Exit code for exceptions edgeq did not raise on purpose (README, "Exit codes").
 INTERNAL_ERROR = 3
 
-#: Innermost edgeq module in the traceback → the step the user sees in the one-line message.
-_STEPS = (
-    ("edgeq.loading", "loading the model"),
-    ("edgeq.calibration", "reading the data"),
-    ("edgeq.keras_bridge", "rebuilding the model for quantization-aware training"),
-    ("edgeq.qat", "quantization-aware training"),
-    ("edgeq.quantize", "converting the model"),
-    ("edgeq.validation", "validating against the float model"),
-    ("edgeq.micro", "checking on TensorFlow Lite Micro"),
-    ("edgeq._micro_worker", "checking on TensorFlow Lite Micro"),
-    ("edgeq.layer_report", "computing the per-layer report"),
-    ("edgeq.compare", "comparing quantization modes"),
-    ("edgeq.tflite_info", "reading the .tflite"),
-    ("edgeq.inspect_view", "showing the .tflite"),
-    ("edgeq.firmware_step", "writing the firmware project"),
-    ("edgeq.codegen.targets_command", "listing targets"),
-    ("edgeq.codegen.emit", "emitting firmware sources"),
-    ("edgeq.codegen", "writing firmware sources"),
-    ("edgeq.build_systems", "loading build systems"),
-    ("edgeq.targets", "loading targets"),
-    ("edgeq.bench", "benchmarking"),
-    ("edgeq.report", "writing the report"),
-    ("edgeq.pipeline", "running the pipeline"),
-)
-
-
-def step_of(exc: BaseException, command: str) -> str:
-    """What edgeq was doing when ``exc`` escaped: named after the innermost edgeq module on the stack."""
-    tb = exc.__traceback__
-    module = ""
-    while tb is not None:
-        name = str(tb.tb_frame.f_globals.get("__name__", ""))
-        if name.startswith("edgeq.") and not name.startswith(("edgeq.cli", "edgeq.console")):
-            module = name
-        tb = tb.tb_next
-    for prefix, step in _STEPS:
-        if module == prefix or module.startswith(prefix + ".") or module.startswith(prefix + "_"):
-            return step
-    return f"running `edgeq {command}`" if command else "starting"
+from edgeq.crash import step_of  # noqa: E402  (re-exported: the one-line message's step)
 
 
 def _internal_error(exc: Exception, args: list[str]) -> None:

@@ -1,9 +1,8 @@
 """``write_firmware``: golden project trees, budget check, board rules, QEMU boards,
-and (with ``EDGEQ_TFLM_DIR``) the whole project built with CMake and run under QEMU."""
+and (with a TFLM tree, see ``tests.tools.tflm_dir``) the whole project built with CMake and run under QEMU."""
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 from pathlib import Path
@@ -17,7 +16,7 @@ from edgeq.targets import load_board, load_target
 from edgeq.tflite_info import read_tflite
 from tests.codegen_golden import compare, tree
 from tests.codegen_models import sample_and_reference, tiny_cnn
-from tests.tools import require_tool, run, tflm_dir
+from tests.tools import require_tool, run, tflm_cache, tflm_dir
 
 HOST_ARENA = 2208
 BOARDS = {"qemu-mps2-an385": "cortex-m3", "qemu-mps2-an386": "cortex-m4", "qemu-mps3-an547": "cortex-m55"}
@@ -127,7 +126,10 @@ def test_board_rules(tiny, tmp_path: Path) -> None:
     generic = _write(tmp_path / "c", tiny, target="cortex-m7", board=None)
     assert "board/startup.c" not in generic.files and "nosys.specs" in (tmp_path / "c" / "CMakeLists.txt").read_text()
     host = _write(tmp_path / "d", tiny, target="host", board=None, sample_input=None, reference_output=None)
-    assert "cmake/arm-none-eabi.cmake" not in host.files and "src/tiny_sample_input.h" not in host.files
+    assert "cmake/arm-none-eabi.cmake" not in host.files
+    # No sample given: a pseudo-random input and host TFLM's output for it (every firmware checks something).
+    assert host.reference_input == "pseudo-random (seed 0)" and host.reference_output.startswith("TFLM")
+    assert "input:  pseudo-random (seed 0)" in (tmp_path / "d" / "src" / "tiny_sample_input.h").read_text()
 
 
 TRIVIAL = r"""
@@ -181,23 +183,24 @@ def test_fault_exits_with_code(tmp_path: Path) -> None:
     assert proc.returncode == EXIT_CODES["fault"] and "HardFault" in proc.stdout + proc.stderr
 
 
-def test_project_builds_and_runs_under_qemu(tiny, tmp_path: Path) -> None:
-    """Acceptance: CMake + arm-none-eabi-gcc + a real TFLM tree, run on QEMU's AN386 (M4F):
-    prints an arena <= kTinyTensorArenaSize and exits 0 because the output matches."""
-    root = tflm_dir()
-    cmake = require_tool("cmake")
+def test_project_builds_and_runs_under_qemu(tiny, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Acceptance: CMake + arm-none-eabi-gcc + a real TFLM tree, run on QEMU's AN386 (M4F)
+    through ``edgeq verify`` (the TFLM library comes from the session's cache): prints an
+    arena <= kTinyTensorArenaSize and exits 0 because the output matches."""
+    from edgeq.codegen.verify import verify
+
+    root = tflm_dir("cmsis-nn")
+    require_tool("cmake")
     require_tool("arm-none-eabi-gcc")
     require_tool("qemu-system-arm")
+    tflm_cache(tmp_path_factory)
     out = tmp_path / "fw"
     result = _write(out, tiny)
-    extra = [f"-DTFLM_LIBRARY={os.environ['EDGEQ_TFLM_LIBRARY']}"] if os.environ.get("EDGEQ_TFLM_LIBRARY") else []
-    run([cmake, "-S", out, "-B", out / "build", f"-DTFLM_DIR={root}", *extra], timeout=600)
-    run([cmake, "--build", out / "build", "-j", str(os.cpu_count() or 2)], timeout=3600)
-    proc = subprocess.run([cmake, "--build", out / "build", "--target", "run"], capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    used = int(re.search(r"arena_used_bytes=(\d+)", proc.stdout).group(1))
-    assert 0 < used <= result.arena_bytes
-    assert "output matches the LiteRT reference" in proc.stdout
+    verified = verify(out, tflm_dir=root, jobs=2)
+    assert verified.ok and verified.firmware_exit_code == EXIT_CODES["match"], verified.message + "\n" + "\n".join(verified.console_tail)
+    assert verified.arena_used_bytes is not None and 0 < verified.arena_used_bytes <= result.arena_bytes
+    assert verified.arena_size_bytes == result.arena_bytes
+    assert re.search(r"output matches the (TFLM|LiteRT) reference", "\n".join(verified.console_tail))
 
 
 def test_project_files_in_memory_only(tiny) -> None:
