@@ -10,13 +10,14 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "build", "quantize", "inspect", "emit", "bench"]
+__all__ = ["__version__", "build", "quantize", "inspect", "emit", "bench", "verify"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from edgeq.pipeline import build, quantize
     from edgeq.tflite_info import inspect
     from edgeq.codegen.emit import emit
     from edgeq.bench.runner import bench
+    from edgeq.codegen.verify import verify
 
 _LAZY = {
     "build": "edgeq.pipeline",
@@ -24,6 +25,7 @@ _LAZY = {
     "inspect": "edgeq.tflite_info",
     "emit": "edgeq.codegen.emit",
     "bench": "edgeq.bench.runner",
+    "verify": "edgeq.codegen.verify",
 }
 
 

@@ -158,7 +158,7 @@ class MicroRun:
         self._spawn(request)
 
     @classmethod
-    def forked_report(cls, data: bytes, *, bisect: bool = False) -> "MicroRun":
+    def forked_report(cls, data: bytes, *, bisect: bool = True) -> "MicroRun":
         """TFLM's allocation report on ``data`` (with ``bisect``, also the minimal arena),
         in a child forked from this process.
 

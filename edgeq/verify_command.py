@@ -40,7 +40,8 @@ def render_table(result: Any) -> None:
     _row(table, "firmware exit code", f"{result.firmware_exit_code} ({result.exit_meaning})")
     _row(table, "arena used / size", f"{_bytes(result.arena_used_bytes) or '-'} / {_bytes(result.arena_size_bytes)}")
     if result.min_arena_bytes is not None:
-        _row(table, "minimum arena", f"{_bytes(result.min_arena_bytes)} (measured by {result.min_arena_method})")
+        how = {"device": "the runner's search on the target", "rebuild": "bisecting rebuilt images"}
+        _row(table, "minimum arena", f"{_bytes(result.min_arena_bytes)} (by {how.get(result.min_arena_method or '', '?')})")
     _row(table, "TFLM tree", result.tflm_dir)
     _row(table, "TFLM library", f"{result.library} ({'cached' if result.library_cached else 'built now'})")
     _row(table, "seconds", f"library {result.library_seconds:.1f}, build {result.build_seconds:.1f}, "

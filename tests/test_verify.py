@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -24,7 +25,7 @@ from typing import Callable
 import pytest
 
 from edgeq.codegen.tflm_cache import ensure_library, library_key, request_file_api
-from edgeq.codegen.verify import VerifyResult, verify
+from edgeq.codegen.verify import VerificationFailed, VerifyResult, verify
 from edgeq.codegen.verify_setup import VerifyError, parse_console, read_project, resolve_tree
 from edgeq.errors import ToolMissingError
 from tests.firmware_corpus import CORPUS, CorpusModel, build_project, quantize_model
@@ -164,6 +165,33 @@ def test_arena_16_bytes_short_says_by_how_much(verified, tmp_path: Path) -> None
     assert doc["arena"]["short_bytes"] == 16 and doc["arena"]["min_bytes"] == need
     assert doc["arena"]["size_bytes"] == need - 16 and "edgeq: AllocateTensors() failed" in "\n".join(doc["console_tail"])
 
+
+
+@pytest.mark.slow
+def test_older_project_is_bisected_over_rebuilt_images(verified, tmp_path: Path) -> None:
+    """A project without the EDGEQ_FIND_MIN_ARENA option (made before it existed): the need
+    is found by rebuilding a copy with k…TensorArenaSize edited, and agrees with the device."""
+    core = CORES[0]
+    project_dir, measured = verified(core, "example")
+    need = measured.min_arena_bytes
+    assert need is not None and measured.min_arena_method == "device"
+    old = tmp_path / "old"
+    shutil.copytree(project_dir, old)
+    cmake_lists = old / "CMakeLists.txt"
+    text = re.sub(r"option\(EDGEQ_FIND_MIN_ARENA.*?\nendif\(\)\n", "", cmake_lists.read_text(), flags=re.S)
+    assert "EDGEQ_FIND_MIN_ARENA" not in text
+    cmake_lists.write_text(text)
+    project = read_project(old)
+    settings = old / project.settings
+    settings.write_text(project.set_arena(settings.read_text(), need - 16))
+    original = settings.read_text()
+    result = verify(old, tflm_dir=tflm_dir(core.tree), jobs=2)
+    assert not result.ok and result.exit_meaning == "setup_failed" and result.min_arena_method == "rebuild"
+    assert (result.min_arena_bytes, result.arena_short_bytes) == (need, 16)
+    assert "too small by 16 bytes" in result.message and project.settings in (result.hint or "")
+    assert settings.read_text() == original  # the search edits a copy, never the project
+    with pytest.raises(VerificationFailed, match="too small by 16 bytes"):
+        result.check()
 
 # ----------------------------------------------------------------- setup errors (no compiles)
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ its allocations to 16 bytes, so arena sizes are searched in 16-byte steps.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -165,10 +166,8 @@ def _execute(cmd: list[str], timeout: float) -> _Run:
         raw, _ = proc.communicate(timeout=timeout)
         code: int | None = proc.returncode
     except subprocess.TimeoutExpired:
-        try:
+        with contextlib.suppress(ProcessLookupError):  # it may have ended just now
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:  # it ended just now
-            pass
         raw, _ = proc.communicate()
         code = None
     text = raw.decode("utf-8", "replace")
@@ -176,9 +175,7 @@ def _execute(cmd: list[str], timeout: float) -> _Run:
 
 
 def _command(elf: Path, board: Board | None) -> list[str]:
-    if board is None:
-        return [str(elf)]
-    return qemu_command(board, str(elf))
+    return [str(elf)] if board is None else qemu_command(board, str(elf))
 
 
 def _board_for(project: Project, board: str | None) -> Board | None:
