@@ -138,10 +138,9 @@ def _run(model_path: str | Path, opts: Options, *, micro_strict: bool) -> _Run:
         info_ = parse(data)
         io_names = {t.name for t in (*info_.inputs, *info_.outputs)} if settings.io_type == "float32" else set()
         float_inside = [t for t in info_.float_tensors if t not in io_names]
-        if settings.mode == "int8" and float_inside:  # the converter kept float ops: never ship that as "int8"
-            raise UserError(f"the int8 conversion of {model.path.name} is not full-integer; float tensors: "
-                            f"{', '.join(float_inside[:8])}",
-                            hint="a layer without an int8 kernel stayed float: replace it, or use --mode int16x8 / float32")
+        if settings.mode == "int8" and float_inside:  # the converter kept float ops: say so, never silently
+            _warn(warnings, f"the int8 conversion of {model.path.name} is not full-integer; float tensors: "
+                  f"{', '.join(float_inside[:8])} (a layer without an int8 kernel stayed float)")
     float_out = model.predict(list(eval_s.xs)) if (eval_s is not None and model.has_float_reference) else None
     validation, eval_q, ref_raw = _validate(model, data, info_, eval_s, float_out)
     qat_summary = None
