@@ -372,6 +372,12 @@ def verify(
         builder.build("firmware")
         build_seconds = time.monotonic() - build_started
         run = _execute(_command(builder.artifact("firmware"), board_obj), timeout * (SEARCH_TIMEOUT_FACTOR if on_device else 1))
+        if on_device and run.meaning not in ("match", "mismatch", "setup_failed", "invoke_failed"):
+            # The in-firmware search crashed (a kernel failing to prepare can leave TFLM broken, seen on
+            # host): the verdict comes from a plain image, the minimum from rebuilt images (_min_arena).
+            builder.configure(f"-DTFLM_LIBRARY={lib.path}", "-DEDGEQ_FIND_MIN_ARENA=OFF")
+            builder.build("firmware")
+            run, on_device = _execute(_command(builder.artifact("firmware"), board_obj), timeout), False
         minimum = (run.console.min_arena_bytes or None) if on_device and run.meaning == "match" else None
         method = "device" if minimum is not None else None
         search_started = time.monotonic()
