@@ -4,8 +4,7 @@
 Why a command of its own: a project that compiles proves little; the firmware's console
 contract (``edgeq: arena_used_bytes=…``, ``output matches the TFLM reference``) proves the
 model runs on that CPU with that arena and computes what TFLM computes on the host. The
-TFLM library is compiled once per CPU and tree and cached (``edgeq.codegen.tflm_cache``),
-so verifying a second project for the same CPU takes seconds.
+TFLM library is compiled once per CPU and tree and cached (``edgeq.codegen.tflm_cache``).
 
 The arena: with ``find_min_arena`` (and always when ``AllocateTensors()`` fails) the
 smallest working arena is measured on the target, by the runner's own on-device search
@@ -373,10 +372,8 @@ def verify(
         build_seconds = time.monotonic() - build_started
         run = _execute(_command(builder.artifact("firmware"), board_obj), timeout * (SEARCH_TIMEOUT_FACTOR if on_device else 1))
         if on_device and run.meaning not in ("match", "mismatch", "setup_failed", "invoke_failed"):
-            # The in-firmware search crashed (a kernel failing to prepare can leave TFLM broken, seen on
-            # host): the verdict comes from a plain image, the minimum from rebuilt images (_min_arena).
-            builder.configure(f"-DTFLM_LIBRARY={lib.path}", "-DEDGEQ_FIND_MIN_ARENA=OFF")
-            builder.build("firmware")
+            # The in-firmware search crashed (TFLM broken by a failed prepare): plain image, then _min_arena.
+            builder.configure(f"-DTFLM_LIBRARY={lib.path}", "-DEDGEQ_FIND_MIN_ARENA=OFF"); builder.build("firmware")
             run, on_device = _execute(_command(builder.artifact("firmware"), board_obj), timeout), False
         minimum = (run.console.min_arena_bytes or None) if on_device and run.meaning == "match" else None
         method = "device" if minimum is not None else None
