@@ -170,11 +170,11 @@ def build(
         raise typer.BadParameter("give a MODEL (or --example)")
     labels_list = None
     if labels is not None:
+        from edgeq.codegen.sources import read_labels
         from edgeq.errors import UserError
+        from edgeq.files import regular_file
 
-        if not labels.is_file():
-            raise UserError(f"labels file not found: {labels}")
-        labels_list = [ln.strip() for ln in labels.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        labels_list = list(read_labels(regular_file(labels, "labels file", max_bytes=1 << 20, error=UserError)))
     report = pipeline.build(
         model, target=target, out=out, name=name, force=force, mode=mode, io=io,
         allow_float_fallback=allow_float_fallback, calibration=calibration, eval_data=eval_data,
@@ -274,9 +274,37 @@ def main(argv: Optional[list[str]] = None) -> None:
     """
     args = list(sys.argv[1:] if argv is None else argv)
     set_debug("--debug" in args)
+    if argv is None:  # the real command line, not a caller's in-process run: own SIGINT for good
+        from edgeq import interrupt
+        from edgeq.workdir import sweep_stale
+
+        interrupt.guard()
+        sweep_stale()  # what killed runs left in $TMPDIR
+    try:
+        code = _run(args)
+    except KeyboardInterrupt:  # a second Ctrl-C while the first one's message was printed
+        code = 130
+    if argv is None:
+        final = interrupt.settle(code)
+        if final != code:  # the Ctrl-C was swallowed somewhere below; it still counts
+            sys.stderr.write("\ninterrupted\n")
+        code = final
+    sys.exit(code)
+
+
+def _run(args: list[str]) -> int:
+    """Run one command line; return its exit code (errors printed, one line each)."""
     try:
         _fast_emit(args)  # returns only when typer must parse
         app(args=args, prog_name="edgeq")
+        return 0
+    except SystemExit as exc:  # typer's standalone mode always leaves this way
+        if exc.code == 130:  # typer's answer to a KeyboardInterrupt, silent on its own
+            sys.stderr.write("\ninterrupted\n")
+        if exc.code is None or isinstance(exc.code, int):
+            return int(exc.code or 0)
+        sys.stderr.write(f"{exc.code}\n")
+        return 1
     except EdgeqError as exc:
         if _DEBUG:
             import traceback
@@ -287,13 +315,13 @@ def main(argv: Optional[list[str]] = None) -> None:
             if last_captured:
                 sys.stderr.write("\n".join(["--- TensorFlow output ---", *last_captured]) + "\n")
         _print_error(exc)
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except KeyboardInterrupt:
         sys.stderr.write("\ninterrupted\n")
-        sys.exit(130)
+        return 130
     except Exception as exc:  # not SystemExit: typer's own exits pass through
         _internal_error(exc, args)
-        sys.exit(INTERNAL_ERROR)
+        return INTERNAL_ERROR
 
 
 def _fast_emit(args: list[str]) -> None:
