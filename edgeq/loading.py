@@ -148,7 +148,10 @@ def load_model(path: str | Path) -> LoadedModel:
         if not (p / "saved_model.pb").is_file():
             raise ModelError(f"{p} is a folder but not a SavedModel (no saved_model.pb)")
         return _load_saved_model(p)
+    from edgeq.files import MAX_TFLITE_BYTES, regular_file
+
     suffix = p.suffix.lower()
+    regular_file(p, "model file", max_bytes=MAX_TFLITE_BYTES if suffix == ".tflite" else None)
     if suffix == ".tflite":
         from edgeq.tflite_info import read_tflite
 
