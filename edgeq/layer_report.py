@@ -16,7 +16,6 @@ post-training quantization of the float model, whatever I/O type the build uses.
 from __future__ import annotations
 
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -28,6 +27,7 @@ from edgeq.console import err, quiet
 from edgeq.errors import ModelError, UserError
 from edgeq.loading import LoadedModel, export_for_conversion, tf_module
 from edgeq.quantize import QuantSettings
+from edgeq.workdir import temp_dir
 
 #: RMSE/scale above which a layer is flagged (TF's QuantizationDebugger guide).
 FLAG_THRESHOLD = 0.7
@@ -151,7 +151,7 @@ def layer_report(
                         hint="run it with --mode int8 (TF's QuantizationDebugger supports only int8)")
     tf = tf_module()
     data = eval.take(slice(0, max_samples))
-    with tempfile.TemporaryDirectory(prefix="edgeq-layers-") as tmp:
+    with temp_dir("layers") as tmp:
         exported = export_for_conversion(model, Path(tmp))
         with quiet():
             converter = tf.lite.TFLiteConverter.from_saved_model(str(exported))

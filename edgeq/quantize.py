@@ -8,7 +8,6 @@ then fail on the microcontroller.
 from __future__ import annotations
 
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -20,6 +19,7 @@ from edgeq.console import err, quiet
 from edgeq.errors import ModelError, UnsupportedOpError, UserError
 from edgeq.loading import LoadedModel, export_for_conversion, tf_module
 from edgeq.tflite_info import ModelInfo, parse
+from edgeq.workdir import temp_dir
 
 MODES = ("int8", "int16x8", "float16", "dynamic", "float32")
 IO_TYPES = ("uint8", "int8", "float32", "int16")
@@ -69,7 +69,7 @@ def convert(model: LoadedModel, settings: QuantSettings, calib: Samples | None) 
     tf = tf_module()
     if settings.needs_calibration and calib is None:
         raise UserError(f"--mode {settings.mode} needs calibration data", hint="pass --calibration DATA")
-    with tempfile.TemporaryDirectory(prefix="edgeq-convert-") as tmp:
+    with temp_dir("convert") as tmp:
         exported = export_for_conversion(model, Path(tmp))
         with quiet():
             converter = tf.lite.TFLiteConverter.from_saved_model(str(exported))

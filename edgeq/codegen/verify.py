@@ -20,7 +20,6 @@ import os
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ from edgeq.codegen.verify_setup import (Console, Project, VerifyError, exit_mean
 from edgeq.console import info
 from edgeq.errors import GateError
 from edgeq.targets import Board, load_board
+from edgeq.workdir import temp_dir
 
 TAIL_LINES = 40
 ALIGN = 16
@@ -351,7 +351,7 @@ def verify(
     require_tools(project, qemu=board_obj is not None)
     jobs = max(1, jobs or os.cpu_count() or 1)
     where = f"{board_obj.name} ({project.target or board_obj.cpu})" if board_obj else "host"
-    with tempfile.TemporaryDirectory(prefix="edgeq-verify-") as tmp:
+    with temp_dir("verify") as tmp:
         work = Path(tmp)
         builder = _Builder(project.root, work / "build", tree, jobs)
         started = time.monotonic()
