@@ -193,13 +193,24 @@ class _Fields:
             raise TargetError(f"{self.where}: unknown field(s): {unknown}", hint="check the spelling; unknown keys are errors so typos cannot pass silently")
 
 
+MAX_TOML_BYTES = 1 << 20  # a real target or board file is a few KB
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
+    """Parse one definition file; a user's --targets-dir is untrusted: bound its size and depth."""
     try:
+        if not path.is_file():
+            raise TargetError(f"{path}: not a regular file", hint="target definitions are <name>.toml files")
+        if path.stat().st_size > MAX_TOML_BYTES:
+            raise TargetError(f"{path}: {path.stat().st_size:,} bytes is too large for a target definition "
+                              f"(limit {MAX_TOML_BYTES:,})", hint="a target file holds a few tables of settings")
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         raise TargetError(f"{path}: cannot read ({exc})") from None
     except tomllib.TOMLDecodeError as exc:
         raise TargetError(f"{path}: invalid TOML ({exc})") from None
+    except RecursionError:  # tomllib recurses once per nesting level
+        raise TargetError(f"{path}: invalid TOML (nested too deeply)", hint="target files use flat tables") from None
     version = doc.pop("schema_version", None)
     if version != SCHEMA_VERSION:
         raise TargetError(f"{path}: field 'schema_version' must be {SCHEMA_VERSION}, got {version!r}", hint="this edgeq reads schema_version = 1")
