@@ -29,8 +29,11 @@ def _saved_stderr() -> TextIO:
 
 
 def _width(stream: TextIO) -> int | None:
-    """Terminals report their width; pipes and CI logs get a wide one, not rich's 80,
-    which truncated table cells to "…" there."""
+    """``COLUMNS`` if the user set it; terminals report their width; pipes and CI logs get
+    a wide one, not rich's 80, which truncated table cells to "…" there."""
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and 20 <= int(columns) <= 10_000:
+        return int(columns)
     try:
         return None if stream.isatty() else 160
     except (AttributeError, ValueError):

@@ -39,16 +39,30 @@ def targets_command(
         return
     from rich.table import Table
 
-    table = Table(title="edgeq targets (descriptions: --json)", title_justify="left")
-    for column in ("name", "build system", "cpu", "kernels", "flash", "RAM", "PSRAM", "boards"):
-        table.add_column(column, no_wrap=True)
+    rows = []
     for t in targets:
         cpu = t.cpu or "native"
         if t.fpu or t.float_abi:
             cpu += f" ({t.fpu or 'no fpu'}, {t.float_abi or 'soft'})"
         boards = [f"{b} (default)" if b == t.default_board else b for b in t.boards]
-        table.add_row(t.name, t.build_system, cpu, t.kernels, _size(t.flash_bytes), _size(t.ram_bytes),
-                      _size(t.psram_bytes), ", ".join(boards) or "-")
+        shown = ", ".join(boards[:3]) + (f", +{len(boards) - 3} more (--json)" if len(boards) > 3 else "")
+        rows.append({"name": t.name, "build system": t.build_system, "cpu": cpu, "kernels": t.kernels,
+                     "flash": _size(t.flash_bytes), "RAM": _size(t.ram_bytes), "PSRAM": _size(t.psram_bytes),
+                     "boards": shown or "-", "cpu core": t.cpu or "native"})
+    # Like `pip list`: columns that do not fit are dropped, never squeezed to zero width.
+    # The short fixed ones never wrap; boards wrap in their cell.
+    wide = ("name", "build system", "cpu", "kernels", "flash", "RAM", "PSRAM", "boards")
+    narrow = ("name", "build system", "cpu core", "flash", "RAM")
+    columns = wide if stdout.width >= 140 else narrow
+    title = "edgeq targets (descriptions: --json)" if columns == wide else \
+        "edgeq targets (kernels, PSRAM, boards, descriptions: --json or a wider terminal)"
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        wraps = column == "boards"
+        table.add_column(column, no_wrap=not wraps, overflow="fold" if wraps else "ellipsis",
+                         min_width=16 if wraps else None)
+    for row in rows:
+        table.add_row(*(row[c] for c in columns))
     stdout.print(table)
 
 
