@@ -53,76 +53,16 @@ def set_debug(debug: bool) -> None:
     _DEBUG = _DEBUG or debug
 
 
-# ----------------------------------------------------------------------------- options
-ModelArg = Annotated[Path, typer.Argument(help="Keras .keras/.h5, SavedModel folder or .tflite file.", show_default=False)]
-Calibration = Annotated[
-    Optional[str],
-    typer.Option("--calibration", "-c", help="Representative data: .npy (N, *input_shape), .npz ('x' or one array "
-                 "per input name) or an image folder. 'random' only for smoke tests."),
-]
-EvalData = Annotated[
-    Optional[Path],
-    typer.Option("--eval-data", "-e", help="Validation data .npz with 'x' and optional labels 'y'. "
-                 "Default: a held-out 20 % of the calibration data."),
-]
-Samples = Annotated[Optional[int], typer.Option("--samples", "-n", help="Calibration samples to use (default: up to 500).")]
-Io = Annotated[Optional[str], typer.Option("--io", help="Input/output dtype: uint8 (int8 mode default), int8, float32, int16 (int16x8).")]
-Mode = Annotated[str, typer.Option("--mode", help="int8 (full integer), int16x8, float16, dynamic or float32.")]
-FloatFallback = Annotated[bool, typer.Option("--allow-float-fallback", help="int16x8 only: let ops without a 16x8 kernel stay float.")]
-Scale = Annotated[str, typer.Option("--scale", help="Pixel scaling for image folders: 0..1, -1..1 or 0..255.")]
-MaxDrop = Annotated[
-    Optional[float],
-    typer.Option("--max-accuracy-drop", help="Exit 1 when quantized top-1 accuracy is more than this many points below float."),
-]
-Force = Annotated[bool, typer.Option("--force", "-f", help="Replace existing outputs (and regenerate files you edited).")]
-Json = Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")]
-Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks and TensorFlow's own output on errors.")]
-Qat = Annotated[bool, typer.Option("--qat", help="Quantization-aware training: fine-tune with fake quantization "
-                                   "(tfmot), then convert full-integer. Needs --train-data; also reports PTQ.")]
-TrainData = Annotated[Optional[Path], typer.Option("--train-data", help="Labelled training data for --qat: .npz with 'x' and 'y'.")]
-Epochs = Annotated[int, typer.Option("--epochs", help="QAT epochs.")]
-BatchSize = Annotated[int, typer.Option("--batch-size", help="QAT batch size.")]
-LearningRate = Annotated[float, typer.Option("--learning-rate", help="QAT learning rate (Adam).")]
-Loss = Annotated[Optional[str], typer.Option("--loss", help="QAT loss (a Keras name, e.g. sparse_categorical_crossentropy). "
-                                             "Default: the model's compiled loss, else chosen from the labels.")]
-LayerReport = Annotated[bool, typer.Option("--layer-report", help="Per-layer int8 error table (TF QuantizationDebugger) "
-                                           "in the report; a PNG chart too with edgeq[plots].")]
-
-
-def _qat_config(qat: bool, train_data: Optional[Path], epochs: int, batch_size: int, learning_rate: float,
-                loss: Optional[str]) -> object:
-    """--qat and its options → ``QatConfig`` (None without --qat); refuse options that would be ignored."""
-    from edgeq.errors import UserError
-
-    if not qat:
-        if train_data is not None:
-            raise UserError("--train-data is only used with --qat", hint="add --qat to fine-tune with quantization-aware training")
-        return None
-    if train_data is None:
-        raise UserError("--qat needs labelled training data", hint="pass --train-data train.npz (arrays 'x' and 'y')")
-    from edgeq.qat import QatConfig
-
-    return QatConfig(train_data, epochs, batch_size, learning_rate, loss)
-
-
-def _emit_report(report: object, as_json: bool) -> None:
-    from edgeq.console import print_json
-    from edgeq.report import render_table
-
-    if as_json:
-        print_json(report.to_dict())  # type: ignore[attr-defined]
-    else:
-        render_table(report)  # type: ignore[arg-type]
-
-
-def _example_paths() -> tuple[Path, Path, Path]:
-    from edgeq.example import example_files
-
-    return example_files()
+from edgeq.cli_options import (  # noqa: E402  (typer annotations shared by the commands)
+    BatchSize, Calibration, Debug, Epochs, EvalData, FloatFallback, Force, Io, Json, LayerReport, LearningRate, Loss,
+    MaxDrop, Mode, ModelArg, Qat, Samples, Scale, TrainData, emit_report as _emit_report, example_paths as _example_paths,
+    qat_config as _qat_config,
+)
 
 
 @app.command()
 def build(
+    ctx: typer.Context,
     model: Annotated[Optional[Path], typer.Argument(help="Keras .keras/.h5, SavedModel folder or .tflite file.", show_default=False)] = None,
     target: Annotated[str, typer.Option("--target", "-t", help="Target name (see `edgeq targets`).")] = "cortex-m",
     calibration: Calibration = None,
@@ -157,37 +97,70 @@ def build(
     json_out: Json = False,
     debug: Debug = False,
 ) -> None:
-    """Quantize, validate, check on TFLite Micro, and write the .tflite, C sources and a project."""
+    """Quantize, validate, check on TFLite Micro, and write the .tflite, C sources and a project.
+
+    Without MODEL (or with a model's name), builds the models of edgeq.toml (`edgeq config`)."""
     set_debug(debug)
-    import edgeq.pipeline as pipeline
+    from edgeq.config_cli import pick_models, run_models
 
-    if example:
-        model, calib_path, eval_path = _example_paths()
-        calibration = calibration or str(calib_path)
-        eval_data = eval_data or eval_path
-        name = name or "digits"
+    entries = None if example else pick_models(ctx.obj, model)
+    if entries is not None:
+        from edgeq.config_cli import entry_values
+
+        def one(entry: object) -> dict:  # the command line wins over the file: only unset options take its values
+            given = {k for k in ctx.params if getattr(ctx.get_parameter_source(k), "name", "") == "COMMANDLINE"}
+            values = {k: v for k, v in entry_values(ctx.obj, entry, ctx.command).items() if k not in given}
+            return _build_document({**ctx.params, **values, "model": entry.path})  # type: ignore[attr-defined]
+
+        raise typer.Exit(run_models(entries, one, json_out=json_out))
     if model is None:
-        raise typer.BadParameter("give a MODEL (or --example)")
-    labels_list = None
-    if labels is not None:
-        from edgeq.codegen.sources import read_labels
-        from edgeq.errors import UserError
-        from edgeq.files import regular_file
-
-        labels_list = list(read_labels(regular_file(labels, "labels file", max_bytes=1 << 20, error=UserError)))
-    report = pipeline.build(
-        model, target=target, out=out, name=name, force=force, mode=mode, io=io,
-        allow_float_fallback=allow_float_fallback, calibration=calibration, eval_data=eval_data,
-        samples=samples, scale=scale, max_accuracy_drop=max_accuracy_drop,
-        qat=_qat_config(qat, train_data, epochs, batch_size, learning_rate, loss), layer_report=layer_report,
-        firmware={"board": board, "lang": lang, "labels": labels_list, "flash": flash, "ram": ram,
-                  "allow_over_budget": allow_over_budget, "targets_dir": targets_dir, "dry_run": dry_run},
-    )
+        raise typer.BadParameter("give a MODEL (or --example, or models in an edgeq.toml)")
+    report = _build_report(dict(ctx.params))
     if not verify or dry_run:
         return _emit_report(report, json_out)
     from edgeq.verify_command import verify_after_build
 
     verify_after_build(report, tflm_dir=tflm_dir, json_out=json_out, emit=_emit_report)
+
+
+def _build_report(p: dict) -> object:
+    """One ``pipeline.build`` from the command's parameters (``ctx.params`` names)."""
+    import edgeq.pipeline as pipeline
+
+    if p["example"]:
+        p["model"], calib_path, eval_path = _example_paths()
+        p["calibration"] = p["calibration"] or str(calib_path)
+        p["eval_data"] = p["eval_data"] or eval_path
+        p["name"] = p["name"] or "digits"
+    labels_list = None
+    if p["labels"] is not None:
+        from edgeq.codegen.sources import read_labels
+        from edgeq.errors import UserError
+        from edgeq.files import regular_file
+
+        labels_list = list(read_labels(regular_file(p["labels"], "labels file", max_bytes=1 << 20, error=UserError)))
+    return pipeline.build(
+        p["model"], target=p["target"], out=p["out"], name=p["name"], force=p["force"], mode=p["mode"], io=p["io"],
+        allow_float_fallback=p["allow_float_fallback"], calibration=p["calibration"], eval_data=p["eval_data"],
+        samples=p["samples"], scale=p["scale"], max_accuracy_drop=p["max_accuracy_drop"],
+        qat=_qat_config(p["qat"], p["train_data"], p["epochs"], p["batch_size"], p["learning_rate"], p["loss"]),
+        layer_report=p["layer_report"],
+        firmware={"board": p["board"], "lang": p["lang"], "labels": labels_list, "flash": p["flash"], "ram": p["ram"],
+                  "allow_over_budget": p["allow_over_budget"], "targets_dir": p["targets_dir"], "dry_run": p["dry_run"]},
+    )
+
+
+def _build_document(p: dict) -> dict:
+    """One model of a config build: the report document, with the verify verdict under ``--verify``."""
+    report = _build_report(p)
+    doc = report.to_dict()  # type: ignore[attr-defined]
+    if p["verify"] and not p["dry_run"]:
+        from edgeq.codegen.verify import verify as run_verify
+
+        result = run_verify(Path(report.out_dir), tflm_dir=p["tflm_dir"])  # type: ignore[attr-defined]
+        doc["verify"] = result.to_dict()
+        result.check()
+    return doc
 
 
 @app.command()
@@ -265,6 +238,10 @@ app.command("emit")(emit_command)
 app.command("targets")(targets_command)
 app.command("verify")(verify_command)
 
+from edgeq.config_command import config_command  # noqa: E402  (typer only)
+
+app.command("config")(config_command)
+
 
 def main(argv: Optional[list[str]] = None) -> None:
     """Entry point: run the app and map errors to exit codes (see README, "Exit codes").
@@ -295,8 +272,10 @@ def main(argv: Optional[list[str]] = None) -> None:
 def _run(args: list[str]) -> int:
     """Run one command line; return its exit code (errors printed, one line each)."""
     try:
-        _fast_emit(args)  # returns only when typer must parse
-        app(args=args, prog_name="edgeq")
+        extra = _config_settings(args)
+        if not extra:
+            _fast_emit(args)  # returns only when typer must parse
+        app(args=args, prog_name="edgeq", **extra)
         return 0
     except SystemExit as exc:  # typer's standalone mode always leaves this way
         if exc.code == 130:  # typer's answer to a KeyboardInterrupt, silent on its own
@@ -322,6 +301,25 @@ def _run(args: list[str]) -> int:
     except Exception as exc:  # not SystemExit: typer's own exits pass through
         _internal_error(exc, args)
         return INTERNAL_ERROR
+
+
+def _config_settings(args: list[str]) -> dict:
+    """typer's ``default_map`` and ``obj`` from the edgeq.toml that applies here, if any.
+
+    Checked before any command runs, so a typo'd key fails every command with its line
+    number instead of being ignored; ``--help`` and ``--version`` work regardless.
+    """
+    from edgeq.config import find_config, load_config
+
+    path = find_config()
+    if path is None or not args or args[0] in ("--help", "--version", "-h") or "--help" in args:
+        return {}
+    import typer.main
+
+    from edgeq.config_cli import check
+
+    config = load_config(path)
+    return {"default_map": check(config, typer.main.get_command(app).commands), "obj": config}
 
 
 def _fast_emit(args: list[str]) -> None:
