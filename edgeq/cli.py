@@ -113,7 +113,7 @@ def build(
             return _build_document({**ctx.params, **values, "model": entry.path})  # type: ignore[attr-defined]
 
         raise typer.Exit(run_models(entries, one, json_out=json_out))
-    if model is None:
+    if model is None and not example:
         raise typer.BadParameter("give a MODEL (or --example, or models in an edgeq.toml)")
     report = _build_report(dict(ctx.params))
     if not verify or dry_run:
