@@ -86,7 +86,8 @@ def test_ptq_build(real: dict[str, Built], arch: str, fmt: str, tmp_path: Path) 
     _results[(arch, fmt)] = report
     # SavedModels too: regression targets in the eval data say so. The Keras 3 LSTM (rebuilt
     # unrolled) converts with its gate kernels dequantized to a float SPLIT: known, warned about.
-    _check_report(report, spec.task, float_allowed=(arch, fmt) == ("lstm", "keras"))
+    # Seen for the .h5 LSTM too in a full run (not alone): which the converter does varies; the warning is the contract.
+    _check_report(report, spec.task, float_allowed=(arch, fmt) in (("lstm", "keras"), ("lstm", "h5")))
     if spec.task == "classification" and len(spec.classes) == 1:
         assert report.validation["quantized_accuracy"] is not None  # labels reached validation
     assert (tmp_path / "out" / "report.md").is_file()

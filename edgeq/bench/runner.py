@@ -242,8 +242,8 @@ def bench(
         staged = _parallel([functools.partial(setup, d) for d in devices], cancel)
         bar = Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
                        TimeElapsedColumn(), console=err, transient=True, disable=not progress)
-        for device_info, _ in staged if progress else ():  # the full summary heads the report: not twice
-            info(f"{device_info.host}: probed ({device_info.interpreter} {device_info.interpreter_version}), running")
+        for device_info, _ in staged if progress else ():
+            info(device_info.summary())
         with bar:
             per_host = _parallel([functools.partial(_run_host, d, s[1], plan, cancel, bar)
                                   for d, s in zip(devices, staged, strict=True)], cancel)
