@@ -2,17 +2,18 @@
 
 Re-running ``build`` into its own earlier output has rules of its own (refresh generated
 files, keep the ones the user edited, per the manifest ``edgeq.codegen`` keeps). To keep
-those rules in one place *and* keep the output atomic, the previous output is copied into
-the staging folder first and the code generator applies its rules there; the staged
-folder then replaces the old one in one rename.
+those rules in one place *and* keep the output atomic, the previous output is mirrored
+into the staging folder first (``edgeq.outdir.mirror``: hard links, symlinks kept as
+symlinks and never followed) and the code generator applies its rules there; the staged
+folder then replaces the old one in one ``renameat2(RENAME_EXCHANGE)``.
 """
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
+from edgeq import outdir
 from edgeq.errors import OutputExistsError
 
 MANIFEST = ".edgeq-manifest.json"
@@ -35,9 +36,10 @@ def resolve_target(target_name: str, opts: dict[str, Any], *, name: str | None =
 
 
 def check_out(out: Path, *, force: bool) -> None:
-    """A non-empty folder is ours to refresh only if it holds our manifest, or with force."""
-    if out.exists() and not out.is_dir():
-        raise OutputExistsError(f"{out} exists and is not a folder", hint="choose another --out")
+    """A non-empty folder is ours to refresh only if it holds our manifest, or with force;
+    a place edgeq cannot write (a file, a read-only folder, a file in the path) is refused
+    now, before minutes of conversion."""
+    outdir.check_dest(out, kind="folder", flag="--out")
     if force or not out.is_dir() or not any(out.iterdir()):
         return
     if not (out / MANIFEST).is_file():
@@ -76,7 +78,7 @@ def firmware_input(
         return [x[0:1] for x in eval_q], "eval sample 0"
     if calib is None and model.format == "tflite" and opts.calibration is not None and str(opts.calibration) != "random":
         calib = load_samples(opts.calibration, model.inputs, scale=opts.scale, role="calibration",
-                             input_names=model.user_input_names)
+                             input_names=model.user_input_names, outputs=model.outputs, max_samples=1)
     if calib is not None and len(calib):
         runner = ReferenceRunner(data, info_, [s.name for s in model.inputs], [s.name for s in model.outputs])
         label = "calibration sample 0" + (" (random calibration data)" if calib.source == "random" else "")
@@ -124,14 +126,9 @@ def write(dest: Path, previous: Path | None, run: Any, *, name: str, target: Any
     from edgeq.codegen.firmware import write_firmware
 
     if previous is not None and previous.is_dir() and not force and not dry_run:
-        for item in previous.iterdir():
-            if item.name in OWN_OUTPUTS:
-                continue
-            target_path = dest / item.name
-            if item.is_dir():
-                shutil.copytree(item, target_path, symlinks=True)
-            else:
-                shutil.copy2(item, target_path)
+        # The staging folder keeps build's own mode (0755 by umask), not a previous 0700.
+        with outdir.mapped_errors(final):
+            outdir.mirror(previous, dest, skip=OWN_OUTPUTS, keep_top_mode=False)
     sample_in, sample_out, sample_source, sample_by = _sample(run)
     result = write_firmware(
         dest,

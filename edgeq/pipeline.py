@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import shutil
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
+from edgeq import outdir
 from edgeq.calibration import Samples, load_samples, random_samples, split_for_validation, warn_if_few
 from edgeq.console import info, warn
 from edgeq.errors import CalibrationError, GateError, OutputExistsError, UserError
@@ -79,7 +77,8 @@ def prepare_data(model: LoadedModel, opts: Options, warnings: list[str]) -> tupl
     inputs = model.inputs
     eval_s = None
     if opts.eval_data is not None:
-        eval_s = load_samples(opts.eval_data, inputs, scale=opts.scale, role="evaluation", input_names=model.user_input_names)
+        eval_s = load_samples(opts.eval_data, inputs, scale=opts.scale, role="evaluation",
+                              input_names=model.user_input_names, outputs=model.outputs)
     if model.format == "tflite":
         return None, eval_s
     if not opts.settings.needs_calibration and eval_s is not None:
@@ -98,7 +97,10 @@ def prepare_data(model: LoadedModel, opts: Options, warnings: list[str]) -> tupl
         _warn(warnings, "calibrating on RANDOM data: the int8 ranges and every accuracy figure below mean nothing")
         calib = random_samples(inputs, opts.samples or 200)
     else:
-        calib = load_samples(opts.calibration, inputs, scale=opts.scale, role="calibration", input_names=model.user_input_names)
+        # With separate evaluation data only the samples calibration uses are read.
+        calib = load_samples(opts.calibration, inputs, scale=opts.scale, role="calibration",
+                             input_names=model.user_input_names, outputs=model.outputs,
+                             max_samples=(opts.samples or DEFAULT_SAMPLES) if eval_s is not None else None)
     if eval_s is None and calib.source != "random":
         calib, eval_s = split_for_validation(calib)
         info(f"validating on {len(eval_s)} held-out calibration samples (not used to calibrate)")
@@ -191,7 +193,8 @@ def _qat(
     from edgeq.qat import qat_train
 
     assert opts.qat is not None
-    train = load_samples(opts.qat.train_data, model.inputs, scale=opts.scale, role="training", input_names=model.user_input_names)
+    train = load_samples(opts.qat.train_data, model.inputs, scale=opts.scale, role="training",
+                         input_names=model.user_input_names, outputs=model.outputs)
     q = opts.qat
     result = qat_train(model, train, epochs=q.epochs, batch_size=q.batch_size, learning_rate=q.learning_rate, loss=q.loss)
     info("converting the QAT model to int8…")
@@ -266,21 +269,10 @@ def _gate(report: BuildReport, max_drop: float | None) -> None:
 
 @contextmanager
 def staged_dir(out: Path) -> Iterator[Path]:
-    """A temporary sibling of ``out`` that replaces it only if the block succeeds."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.edgeq-", dir=out.parent))
-    try:
+    """A staging sibling of ``out`` that replaces it in one atomic swap only if the block
+    succeeds, and is removed whatever happens (``edgeq.outdir.replacing``)."""
+    with outdir.replacing(out) as tmp:
         yield tmp
-        old = None
-        if out.exists():
-            old = out.parent / f"{tmp.name}.old"
-            os.replace(out, old)
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def quantize(
@@ -301,16 +293,13 @@ def quantize(
 ) -> BuildReport:
     """Quantize, validate and TFLM-check ``model``; write only the .tflite (no firmware files)."""
     out = Path(output)
+    outdir.check_dest(out, kind="file", flag="--output")  # a folder, a file in the path, read-only: refused now
     if out.exists() and not force:
         raise OutputExistsError(f"{out} exists", hint="pass --force to overwrite it")
     opts = Options(calibration, eval_data, samples, QuantSettings(mode, io, allow_float_fallback), scale,
                    max_accuracy_drop, qat, layer_report)
     run = _run(model, opts, micro_strict=mode not in MICRO_INCAPABLE)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    with os.fdopen(fd, "wb") as f:
-        f.write(run.data)
-    os.replace(tmp, out)
+    outdir.write_file(out, run.data, flag="--output")  # temp file beside it + os.replace, 0644
     report = _report(run, "quantize", str(out), mode=mode)
     _gate(report, max_accuracy_drop)
     return report
@@ -366,21 +355,23 @@ def build(
         fw = firmware_step.write(out_dir, None, run, dry_run=True, **common)
         return _report(run, "build", None, mode=mode, target=tgt.to_dict(), firmware=fw, out_dir=str(out_dir))
     with staged_dir(out_dir) as tmp:
-        if run.layers is not None:
+        fw = firmware_step.write(tmp, out_dir if out_dir.is_dir() else None, run, **common)
+        if run.layers is not None:  # after the mirror of the previous output, which may hold an older chart
             from edgeq.layer_report import save_chart
 
+            (tmp / "layer_report.png").unlink(missing_ok=True)  # maybe a hard link to the old tree's
             if save_chart(run.layers, tmp / "layer_report.png"):  # only with matplotlib (edgeq[plots])
                 run.layers = dataclasses.replace(run.layers, chart=str(out_dir / "layer_report.png"))
-        fw = firmware_step.write(tmp, out_dir if out_dir.is_dir() else None, run, **common)
         for f in fw.get("write", {}).get("files", []):
             if f["action"] == "kept":
                 _warn(run.warnings, f"kept your edited {f['path']} (pass --force to regenerate it)")
-        (tmp / f"{cname}.tflite").write_bytes(run.data)
         report = _report(
             run, "build", str(out_dir / f"{cname}.tflite"), mode=mode,
             target=tgt.to_dict(), firmware=fw, out_dir=str(out_dir),
         )
-        (tmp / "report.json").write_text(json.dumps(report.to_dict(), indent=2, sort_keys=True) + "\n")
-        (tmp / "report.md").write_text(render_markdown(report))
+        with outdir.mapped_errors(out_dir):  # new files: the mirrored ones are hard links to the old tree's
+            outdir.write_new(tmp / f"{cname}.tflite", run.data)
+            outdir.write_new(tmp / "report.json", (json.dumps(report.to_dict(), indent=2, sort_keys=True) + "\n").encode())
+            outdir.write_new(tmp / "report.md", render_markdown(report).encode())
     _gate(report, max_accuracy_drop)
     return report

@@ -24,6 +24,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from edgeq.micro import MicroRun
 
 DEFAULT_TARGET = "cortex-m"
+#: The largest host arena accepted from the user: 1 GiB, beyond any microcontroller's
+#: RAM, and with the target's headroom still a constant every C compiler takes.
+MAX_ARENA_BYTES = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -88,8 +91,12 @@ def emit(
     model_path = Path(model)
     if not model_path.is_file():
         raise ModelError(f"no such model file: {model_path}", hint="check the path")
-    if arena_bytes is not None and arena_bytes <= 0:
-        raise UserError(f"arena_bytes must be positive, got {arena_bytes}")
+    if arena_bytes is not None and not 0 < arena_bytes <= MAX_ARENA_BYTES:
+        raise UserError(f"--arena-bytes {arena_bytes} is out of range: it must be 1..{MAX_ARENA_BYTES:,}",
+                        hint="pass the host arena edgeq build or edgeq inspect measured (a few KB to a few MB)")
+    from edgeq.outdir import check_dest
+
+    check_dest(Path(out), kind="folder", flag="--out")  # a file, a read-only place: refused before any work
     # TFLM measures in a child forked as soon as numpy is loaded (the child needs it) and
     # before any thread starts; the array then formats on other threads while this one
     # imports Jinja and parses. `run` is None once its result is in; any failure below

@@ -7,9 +7,14 @@ records the hash edgeq last wrote for each file, so "the user changed it" is a f
 a guess. Model sources (role ``model``) are always refreshed once edgeq owns them;
 scaffold files (role ``scaffold``) are only replaced while untouched, unless ``force``.
 
-Why staging: every file is first written to a staging folder on the same filesystem and
-then moved into place with ``os.replace`` (a new folder is moved in whole), so an error
-half-way (disk full, a render failure) never leaves a mix of old and new sources.
+Why staging: the folder is at every instant the old complete tree or the new one, even
+under ``kill -9``. The new tree is written into a staging sibling (``edgeq.outdir``): for a
+refresh it starts as a mirror of the existing folder (hard links; symlinks kept as
+symlinks), so the user's own files, edits and build folders are all still there, then
+only the files the plan writes are replaced (a new file, never written into a hard
+link), the manifest last; one ``renameat2(RENAME_EXCHANGE)`` then swaps it in. Into a
+staging folder of this process (``edgeq build`` stages the whole output) files are
+written in place: nobody sees that folder before its own swap.
 """
 
 from __future__ import annotations
@@ -17,15 +22,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Callable
 
-from edgeq import __version__
+from edgeq import __version__, outdir
 from edgeq.codegen.jinja import list_templates, render
 from edgeq.errors import OutputExistsError
 
@@ -172,76 +175,80 @@ def plan(out_dir: Path, files: list[GeneratedFile], *, force: bool = False) -> t
 
 
 def write_tree(out_dir: Path, files: list[GeneratedFile], *, force: bool = False, dry_run: bool = False) -> WriteResult:
-    """Write ``files`` under ``out_dir`` following ``plan``; update the manifest."""
+    """Write ``files`` under ``out_dir`` following ``plan``; update the manifest.
+
+    A run that changes nothing (every file unchanged or kept, same manifest) writes
+    nothing: no staging, no swap, the folder's timestamps stay.
+    """
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise OutputExistsError(f"{out_dir} exists and is not a folder", hint="pass a folder to --out")
+    in_place = outdir.is_staging(out_dir)
+    if not in_place:
+        outdir.check_dest(out_dir, kind="folder")
     actions = plan(out_dir, files, force=force)
     result = WriteResult(out_dir=out_dir, actions=actions, dry_run=dry_run)
     if dry_run:
         return result
+    if not in_place:
+        outdir.clean_stale(out_dir)  # what killed runs left beside it, even when nothing changes
     by_path = {f.path: f for f in files}
     manifest = read_manifest(out_dir)
     to_write = [by_path[a.path] for a in actions if a.action in ("create", "update", "overwrite")]
     with ThreadPoolExecutor(1) as pool:  # hashlib releases the GIL: hash while staging writes
         hashes = pool.submit(lambda: {f.path: f.sha256 for f in to_write})
-        staging = _stage(out_dir, to_write) if to_write else None
-        try:
+
+        done: list[bytes] = []
+
+        def manifest_bytes() -> bytes:
+            if done:
+                return done[0]
             for a in actions:
                 if a.action != "kept":
                     recorded = manifest.get(a.path, {}).get("sha256")
                     # Unchanged content keeps its recorded hash (no re-hash of a 60 MB file).
                     keep = a.action == "unchanged" and recorded
                     manifest[a.path] = {"sha256": recorded if keep else hashes.result().get(a.path) or by_path[a.path].sha256, "role": a.role}
-            manifest_bytes = _manifest_bytes(dict(sorted(manifest.items())))
-            if staging is None:
-                if not (out_dir / MANIFEST).is_file() or (out_dir / MANIFEST).read_bytes() != manifest_bytes:
-                    _replace_file(out_dir / MANIFEST, manifest_bytes)
+            done.append(_manifest_bytes(dict(sorted(manifest.items()))))
+            return done[0]
+
+        if not to_write:
+            data = manifest_bytes()
+            current = out_dir / MANIFEST
+            if current.is_file() and not current.is_symlink() and current.read_bytes() == data:
                 return result
-            (staging / MANIFEST).write_bytes(manifest_bytes)
-            _move_into_place(staging, out_dir, to_write)
-        finally:
-            if staging is not None and staging.exists():
-                shutil.rmtree(staging, ignore_errors=True)
+        if in_place:
+            _write_files(out_dir, out_dir, to_write, manifest_bytes)
+        else:
+            with outdir.replacing(out_dir, keep=True) as staging:
+                _write_files(staging, out_dir, to_write, manifest_bytes)
     return result
 
 
-def _replace_file(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+def _write_files(root: Path, shown: Path, files: list[GeneratedFile], manifest: Callable[[], bytes]) -> None:
+    """Write ``files`` as new files under ``root`` (a staging folder), then the manifest.
 
-
-def _stage(out_dir: Path, files: list[GeneratedFile]) -> Path:
-    """Write ``files`` into a fresh staging folder on the same filesystem as ``out_dir``."""
-    parent = out_dir.parent if not out_dir.exists() else out_dir
-    parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.edgeq-staging-", dir=parent))
-    try:
+    A generated path whose parent is a symlink in the tree is refused: writing through
+    it would change files outside the output folder, outside the atomic swap.
+    """
+    with outdir.mapped_errors(shown):
         for f in files:
-            dest = staging / f.path
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            dest.write_bytes(f.content)
-            os.chmod(dest, 0o644)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return staging
+            _parent_dir(root, shown, f.path)
+            outdir.write_new(root / f.path, f.content)
+        outdir.write_new(root / MANIFEST, manifest())
 
 
-def _move_into_place(staging: Path, out_dir: Path, files: list[GeneratedFile]) -> None:
-    """A new folder moves in whole; into an existing one, file by file, manifest last."""
-    if not out_dir.exists():
-        os.chmod(staging, 0o755)
-        os.replace(staging, out_dir)
-        return
-    for f in files:
-        dest = out_dir / f.path
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(staging / f.path, dest)
-    os.replace(staging / MANIFEST, out_dir / MANIFEST)
+def _parent_dir(root: Path, shown: Path, rel: str) -> None:
+    """Create the folders of ``rel`` under ``root``, refusing a symlink among them."""
+    p = root
+    for part in PurePosixPath(rel).parts[:-1]:
+        p = p / part
+        if p.is_symlink():
+            raise OutputExistsError(f"{shown / p.relative_to(root)} is a symlink, and edgeq writes generated files into that folder",
+                                    hint="replace the symlink with a real folder, or choose another --out")
+        if os.path.lexists(p) and not p.is_dir():
+            raise OutputExistsError(f"{shown / p.relative_to(root)} is a file, and edgeq writes generated files into a folder there",
+                                    hint="move the file away, or choose another --out")
+        if not p.is_dir():
+            p.mkdir()
 
 
 def render_tree(prefix: str, context: dict[str, Any], *, dest: str = "", role: str = "scaffold", overrides: str | None = None,
