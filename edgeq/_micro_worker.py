@@ -8,7 +8,8 @@ instead forks its own process and calls ``measure_model`` in the child (see
 
 Request: ``model`` (a .tflite path), ``bisect`` (also find the minimal arena),
 ``inputs``/``outputs``/``n_outputs`` (npz files of samples and of TFLM's outputs for
-each of them, also written without ``bisect`` when ``outputs`` is given; without
+each of them, or for as many as fit in ``max_output_bytes``, also written without
+``bisect`` when ``outputs`` is given; without
 ``inputs`` the model runs once on zeros shaped by TFLM's own input details),
 ``max_arena`` (default: ``default_max_arena`` of the model size).
 """
@@ -16,6 +17,7 @@ each of them, also written without ``bisect`` when ``outputs`` is given; without
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import struct
@@ -49,6 +51,25 @@ def _capture_fd2(fn: Any) -> tuple[Any, str]:
         return result, sink.read().decode("utf-8", "replace")
 
 
+def die_with_parent(parent: int) -> None:
+    """Have Linux SIGKILL this (forked) process when ``parent`` dies; elsewhere a no-op.
+
+    Why: a child killed for a timeout or a failed parse must not leave its own probe
+    children running on the host, and a SIGKILLed edgeq must not leave its children.
+    Call it in a child forked by the parent's only thread (the signal follows the thread).
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG, SIGKILL
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(137)
+
+
 def _works(runtime: Any, model: bytes, arena: int, inputs: list[np.ndarray]) -> bool:
     """True when the model allocates and invokes in ``arena`` bytes.
 
@@ -58,8 +79,10 @@ def _works(runtime: Any, model: bytes, arena: int, inputs: list[np.ndarray]) -> 
     """
     sys.stdout.flush()
     sys.stderr.flush()
+    parent = os.getpid()
     pid = os.fork()
     if pid == 0:  # child
+        die_with_parent(parent)
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 1)
         os.dup2(devnull, 2)
@@ -106,11 +129,24 @@ def _minimal_arena(runtime: Any, model: bytes, inputs: list[np.ndarray], reporte
     return hi
 
 
-def _zeros_from_details(interp: Any) -> list[np.ndarray]:
-    """One zero batch per model input, shaped and typed as TFLM sees the inputs.
+#: The parent's ``EDGEQ_MAX_TENSOR_BYTES`` default (``edgeq.tflite_checks``); requests carry the setting.
+DEFAULT_MAX_TENSOR_BYTES = 256 << 20
+#: Outputs written for the samples together (beyond the first): a hostile model's 4 MB output
+#: times 500 evaluation samples must not become 2 GB in $TMPDIR.
+DEFAULT_MAX_OUTPUT_BYTES = 64 << 20
 
-    The same arrays the parent would send (``np.zeros(shape, dtype)``, first row), read
-    from the interpreter instead, so a run needs nothing from its parent but the model.
+
+class TensorTooLarge(Exception):
+    """An input TFLM reports is larger than the request's ``max_tensor_bytes``."""
+
+
+def _zeros_from_details(interp: Any, max_bytes: int = DEFAULT_MAX_TENSOR_BYTES) -> list[np.ndarray]:
+    """One zero tensor per model input, shaped and typed as TFLM sees the inputs.
+
+    Read from the interpreter, so a run needs nothing from its parent but the model. The
+    size is checked before anything is allocated: the shape comes from the model, which
+    may claim gigabytes (the parent's parse refuses those, but a forked ``edgeq emit``
+    child runs before the parse).
     """
     import numpy as np
 
@@ -120,7 +156,11 @@ def _zeros_from_details(interp: Any) -> list[np.ndarray]:
             details = interp.get_input_details(len(zeros))
         except IndexError:  # TFLM's answer past the last input
             return zeros
-        zeros.append(np.zeros(tuple(int(d) for d in details["shape"]), details["dtype"])[0:1])
+        shape = tuple(int(d) for d in details["shape"])
+        dtype = np.dtype(details["dtype"])
+        if any(d < 0 for d in shape) or math.prod(shape) * dtype.itemsize > max_bytes:
+            raise TensorTooLarge(f"input {len(zeros)} has shape {list(shape)}, larger than {max_bytes:,} bytes")
+        zeros.append(np.zeros(shape, dtype))
 
 
 _VAR_HANDLE = 142  # BuiltinOperator.VAR_HANDLE in TFLite's schema
@@ -233,8 +273,16 @@ def measure(req: dict[str, Any]) -> dict[str, Any]:
 
 def measure_model(model: bytes, req: dict[str, Any]) -> dict[str, Any]:
     """``measure`` on bytes in hand: also what a child forked by ``edgeq.micro`` runs."""
+    try:
+        return _measure_model(model, req)
+    except TensorTooLarge as exc:
+        return {"ok": False, "error": str(exc), "log": str(exc), "missing_ops": []}
+
+
+def _measure_model(model: bytes, req: dict[str, Any]) -> dict[str, Any]:
     report_only = not req.get("bisect", True)
     from_bytes = _interpreter_factory(model, report_only and not req.get("inputs"))
+    max_bytes = int(req.get("max_tensor_bytes") or DEFAULT_MAX_TENSOR_BYTES)
     first: list[np.ndarray] | None = None
     samples: list[np.ndarray] = []
     if req.get("inputs"):
@@ -248,18 +296,17 @@ def measure_model(model: bytes, req: dict[str, Any]) -> dict[str, Any]:
     def first_run() -> Any:
         try:
             interp = from_bytes(model, arena_size=big)
-        except RuntimeError as exc:
+            for i, x in enumerate(first if first is not None else _zeros_from_details(interp, max_bytes)):
+                interp.set_input(x, i)
+            interp.invoke()
+        except _REFUSALS as exc:  # TFLM's "allocation/invoke failed", inputs it will not take
             return exc
-        for i, x in enumerate(first if first is not None else _zeros_from_details(interp)):
-            interp.set_input(x, i)
-        interp.invoke()
         interp.print_allocations()
         return interp
 
     interp, log = _capture_fd2(first_run)
     if isinstance(interp, Exception):
-        missing = sorted(set(re.findall(r"Didn't find op for builtin opcode '([A-Z0-9_]+)'", log)))
-        return {"ok": False, "error": str(interp), "log": log[-4000:], "missing_ops": missing}
+        return _refused(interp, log)
     m = re.search(r"Arena allocation total (\d+) bytes", log)
     reported = int(m.group(1)) if m else None
 
@@ -268,21 +315,61 @@ def measure_model(model: bytes, req: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
     from tflite_micro import runtime
 
-    if first is None:  # the minimal arena alone (edgeq emit): the arena does not depend on input values
-        first = _zeros_from_details(interp)
+    batches: list[list[np.ndarray]]
+    if first is None:  # no samples: the arena does not depend on input values, outputs are those of zeros
+        first = _zeros_from_details(interp, max_bytes)
+        batches = [first]
+    else:
+        count = samples[0].shape[0] if samples and samples[0].ndim else 1
+        batches = [[x[k : k + 1] if x.ndim else x for x in samples] for k in range(count)]
     minimal = None if report_only else _minimal_arena(runtime, model, first, reported, big)
     if not req.get("outputs"):
         return {"ok": True, "reported_bytes": reported, "bisected_bytes": minimal, "samples": 0}
 
     outputs: list[list[np.ndarray]] = []
-    for k in range(samples[0].shape[0]):
-        for i, x in enumerate(samples):
-            interp.set_input(x[k : k + 1], i)
-        interp.invoke()
-        outputs.append([np.array(interp.get_output(j)) for j in range(req["n_outputs"])])
+    budget = int(req.get("max_output_bytes") or DEFAULT_MAX_OUTPUT_BYTES)
+
+    def run_samples() -> Exception | None:
+        try:
+            for k, batch in enumerate(batches):
+                if k and (k + 1) * sum(y.nbytes for y in outputs[0]) > budget:
+                    break  # the file of outputs stays bounded: the caller compares the samples it got
+                for i, x in enumerate(batch):
+                    interp.set_input(x, i)
+                interp.invoke()
+                outputs.append([np.array(interp.get_output(j)) for j in range(req["n_outputs"])])
+        except _REFUSALS as exc:
+            return exc
+        return None
+
+    failed, log = _capture_fd2(run_samples)
+    if failed is not None:
+        return _refused(failed, log)
     out_path = req["outputs"]
-    np.savez(out_path, **{f"y{j}": np.concatenate([o[j] for o in outputs]) for j in range(req["n_outputs"])})
+    np.savez(out_path, **{f"y{j}": _stack([o[j] for o in outputs]) for j in range(req["n_outputs"])})
     return {"ok": True, "reported_bytes": reported, "bisected_bytes": minimal, "samples": len(outputs)}
+
+
+#: What TFLM's Python runtime raises when it refuses a model or an input (never a crash).
+_REFUSALS = (RuntimeError, ValueError, TypeError, IndexError)
+
+
+def _refused(exc: Exception, log: str) -> dict[str, Any]:
+    """The reply for a model TFLM refused: its message and log, and the ops it lacks."""
+    missing = sorted(set(re.findall(r"Didn't find op for builtin opcode '([A-Z0-9_]+)'", log)))
+    log = re.sub(r"(?m)^Input index \d+ out of range \(length is \d+\)\n?", "", log)  # _zeros_from_details' probe
+    text = f"{log.rstrip()}\n{type(exc).__name__}: {exc}" if str(exc) not in log else log
+    return {"ok": False, "error": str(exc), "log": text[-4000:], "missing_ops": missing}
+
+
+def _stack(per_sample: list[np.ndarray]) -> np.ndarray:
+    """Outputs of each sample, stacked so that the first dimension counts samples: joined
+    along their batch dimension of 1, else along a new one (as ``ReferenceRunner.run_raw``)."""
+    import numpy as np
+
+    if all(a.ndim and a.shape[0] == 1 for a in per_sample):
+        return np.concatenate(per_sample)
+    return np.stack(per_sample)
 
 
 def main() -> None:

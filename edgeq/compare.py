@@ -167,7 +167,8 @@ def _measure(
     try:
         data = convert(model, QuantSettings(mode), calib)
         mi = parse(data)
-        runner = ReferenceRunner(data, mi, [s.name for s in model.inputs], [s.name for s in model.outputs])
+        runner = ReferenceRunner(data, mi, [s.name for s in model.inputs], [s.name for s in model.outputs],
+                                 trusted=True)  # edgeq's own conversion, not a file from outside
         q_in = runner.to_subgraph(list(eval_s.xs))
         v = compare(float_out, runner.from_subgraph(runner.run_raw(q_in)), eval_s.y)
     except EdgeqError as exc:

@@ -13,15 +13,17 @@ import functools
 import importlib.util
 import json
 import os
-import signal
+import shutil
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from edgeq.errors import ModelError, UnsupportedOpError
+from edgeq.isolate import ForkedChild, exit_description
+from edgeq.tflite_checks import max_tensor_bytes
+from edgeq.workdir import make_temp_dir
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -42,7 +44,8 @@ class MicroResult:
     ops: tuple[str, ...]
     arena_bytes: int | None = None  # minimal arena found by bisection (16-byte steps)
     arena_reported_bytes: int | None = None  # TFLM's "Arena allocation total"
-    outputs: tuple[np.ndarray, ...] = field(default=(), repr=False)  # per output, stacked over samples
+    outputs: tuple[np.ndarray, ...] = field(default=(), repr=False)  # per output, stacked over samples (the first
+    # ones only when all would exceed the worker's DEFAULT_MAX_OUTPUT_BYTES, 64 MiB)
     error: str | None = None  # why TFLM refused the model, when it did (non-strict checks)
 
     def to_dict(self) -> dict[str, Any]:
@@ -143,18 +146,19 @@ class MicroRun:
         self.info: ModelInfo | None = info
         self._bisect = bisect
         self._outputs = bisect or samples is not None
-        self._tmp: tempfile.TemporaryDirectory[str] | None = tempfile.TemporaryDirectory(prefix="edgeq-micro-")
-        t = Path(self._tmp.name)
+        self._tmp: Path | None = make_temp_dir("micro")
+        t = self._tmp
         (t / "model.tflite").write_bytes(data)
         # No "max_arena": the worker derives its ceiling from the model's size itself.
-        request: dict[str, Any] = {"model": str(t / "model.tflite"), "bisect": bisect}
-        if bisect or samples is not None:
+        request: dict[str, Any] = {"model": str(t / "model.tflite"), "bisect": bisect,
+                                   "max_tensor_bytes": max_tensor_bytes()}
+        if samples is not None:
             import numpy as np
 
-            if samples is None:
-                samples = [np.zeros(x.shape, x.numpy_dtype) for x in info.inputs]
             np.savez(t / "inputs.npz", **{f"x{i}": np.ascontiguousarray(x) for i, x in enumerate(samples)})
-            request.update(inputs=str(t / "inputs.npz"), outputs=str(t / "outputs.npz"), n_outputs=len(info.outputs))
+            request["inputs"] = str(t / "inputs.npz")
+        if self._outputs:  # without samples the worker runs zeros it shapes itself: nothing to write here
+            request.update(outputs=str(t / "outputs.npz"), n_outputs=len(info.outputs))
         self._spawn(request)
 
     @classmethod
@@ -174,7 +178,7 @@ class MicroRun:
 
         run = cls.__new__(cls)
         run.info, run._bisect, run._outputs, run._tmp = None, False, False, None
-        request = {"bisect": bisect}
+        request = {"bisect": bisect, "max_tensor_bytes": max_tensor_bytes()}
         run._proc = _ForkedChild(lambda: json.dumps(_micro_worker.measure_model(data, request)))
         return run
 
@@ -194,7 +198,8 @@ class MicroRun:
 
     def _cleanup(self) -> None:
         if self._tmp is not None:
-            self._tmp.cleanup()
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
 
     def cancel(self) -> None:
         self._proc.kill()
@@ -219,8 +224,9 @@ class MicroRun:
         try:
             if self._proc.returncode != 0:
                 raise ModelError(
-                    f"TensorFlow Lite Micro crashed running the model (exit {self._proc.returncode}): " + _tail(stderr),
-                    hint="the model uses an op configuration TFLM rejects; run with --debug for details",
+                    f"TensorFlow Lite Micro crashed with {exit_description(self._proc.returncode)} running the model: "
+                    + _tail(stderr),
+                    hint="the model is malformed or uses an op configuration TFLM rejects; run with --debug for details",
                 )
             reply = json.loads(stdout)
             if not reply["ok"]:
@@ -237,7 +243,7 @@ class MicroRun:
                 import numpy as np
 
                 assert self._tmp is not None
-                with np.load(Path(self._tmp.name) / "outputs.npz") as z:
+                with np.load(self._tmp / "outputs.npz") as z:
                     outputs = tuple(z[f"y{j}"] for j in range(len(self.info.outputs)))
         finally:
             self._cleanup()
@@ -245,82 +251,8 @@ class MicroRun:
         return MicroResult(True, True, (), ops, None if minimal is None else int(minimal), reply["reported_bytes"], outputs)
 
 
-class _ForkedChild:
-    """``subprocess.Popen``'s ``communicate``/``kill``/``returncode`` for a forked child.
-
-    The child runs ``target`` and writes the text it returns to a pipe (stdout's role);
-    its fd 2 goes to a temporary file (stderr's), which is where TFLM and a Python
-    traceback write. It leaves with ``os._exit``: no atexit handlers, no flushing of
-    buffers inherited from the parent. Exit status and signal deaths read as Popen's.
-    """
-
-    def __init__(self, target: Callable[[], str]) -> None:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        self._stderr = tempfile.TemporaryFile()
-        self._out, write_end = os.pipe()
-        self.returncode: int | None = None
-        try:
-            self.pid = os.fork()
-        except OSError:
-            os.close(self._out)
-            os.close(write_end)
-            self._stderr.close()
-            raise
-        if self.pid == 0:  # the child
-            code = 1
-            try:
-                os.close(self._out)
-                os.dup2(self._stderr.fileno(), 2)
-                with os.fdopen(write_end, "w") as out:
-                    out.write(target())
-                code = 0
-            except BaseException:  # noqa: BLE001 - reported through stderr and the exit code
-                import traceback
-
-                traceback.print_exc()
-            finally:
-                try:
-                    sys.stderr.flush()
-                finally:
-                    os._exit(code)
-        os.close(write_end)
-
-    def communicate(self, timeout: float | None = None) -> tuple[str, str]:
-        import select
-        import time
-
-        deadline = None if timeout is None else time.monotonic() + timeout
-        chunks: list[bytes] = []
-        while self._out >= 0:
-            wait = None if deadline is None else deadline - time.monotonic()
-            if wait is not None and wait <= 0:
-                raise subprocess.TimeoutExpired(["edgeq-tflm-child"], timeout or 0.0)
-            if select.select([self._out], [], [], wait)[0]:
-                chunk = os.read(self._out, 1 << 16)
-                if chunk:
-                    chunks.append(chunk)
-                else:
-                    os.close(self._out)
-                    self._out = -1
-        self._reap()
-        if self._stderr.closed:  # communicated before (Popen allows this too)
-            return "", ""
-        self._stderr.seek(0)
-        err = self._stderr.read().decode("utf-8", "replace")
-        self._stderr.close()
-        return b"".join(chunks).decode("utf-8", "replace"), err
-
-    def kill(self) -> None:
-        if self.returncode is None:
-            try:
-                os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-    def _reap(self) -> None:
-        if self.returncode is None:
-            self.returncode = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+#: The forked child's class under the name tests spy on (see ``edgeq.isolate``).
+_ForkedChild = ForkedChild
 
 
 def _tail(text: str, lines: int = 6) -> str:

@@ -1,19 +1,23 @@
 """Read a .tflite flatbuffer: ops, op versions, tensors, quantization parameters.
 
 Parsing uses the schema that ships with LiteRT (``ai_edge_litert.schema_py_generated``),
-never a hand-written reader, so new schema fields do not silently break us. The
-flatbuffer library trusts its input, so we check the identifier and every offset we
-follow, and turn anything that still goes wrong into a ``ModelError``.
+never a hand-written reader, so new schema fields do not silently break us. The file is
+untrusted and the flatbuffer reader trusts its input, so ``parse`` bounds the tree before
+unpacking it and checks every index, type, shape and quantization parameter that LiteRT,
+TFLM or edgeq rely on (``edgeq.tflite_checks``, which also documents the size limits
+``EDGEQ_MAX_TENSOR_BYTES`` and ``EDGEQ_MAX_ACTIVATION_BYTES``); whatever still goes wrong
+becomes a ``ModelError``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgeq.errors import ModelError
+from edgeq.errors import EdgeqError, ModelError
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -38,7 +42,11 @@ class TensorInfo:
     def numpy_dtype(self) -> np.dtype:
         import numpy as np  # lazily: importing this module (the CLI does) must not load numpy
 
-        return np.dtype(self.dtype.lower())
+        try:
+            return np.dtype(self.dtype.lower())
+        except TypeError:
+            raise ModelError(f"tensor {self.name!r} has type {self.dtype}, which edgeq cannot feed or read",
+                             hint="give the model integer or float inputs and outputs") from None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -102,10 +110,6 @@ class ModelInfo:
         }
 
 
-def _enum_names(enum_cls: type) -> dict[int, str]:
-    return {v: k for k, v in vars(enum_cls).items() if not k.startswith("_") and isinstance(v, int)}
-
-
 def parse(data: bytes) -> ModelInfo:
     """Parse .tflite bytes; raise ``ModelError`` for anything that is not a valid model."""
     if len(data) < 16 or data[4:8] != b"TFL3":
@@ -114,12 +118,13 @@ def parse(data: bytes) -> ModelInfo:
             hint="pass a .tflite produced by the TFLite converter, or a Keras/SavedModel model to convert",
         )
     try:
-        return _parse(data)
-    except ModelError:
+        return _parse(bytes(data))
+    except EdgeqError:  # a refusal with its own message (or a bad limit setting)
         raise
-    except Exception as exc:  # the generated reader raises IndexError/struct.error on bad offsets
+    except Exception as exc:  # the generated reader raises IndexError/struct.error/ValueError on bad offsets
+        detail = (str(exc).strip().splitlines() or [""])[0][:200]
         raise ModelError(
-            f"the .tflite file is corrupt or truncated ({type(exc).__name__}: {exc})",
+            f"the .tflite file is corrupt or truncated ({type(exc).__name__}: {detail})",
             hint="re-export the model; check the file was copied completely",
         ) from None
 
@@ -127,71 +132,36 @@ def parse(data: bytes) -> ModelInfo:
 def _parse(data: bytes) -> ModelInfo:
     from ai_edge_litert import schema_py_generated as schema
 
+    from edgeq.tflite_checks import bound_tables, check_model, text
+
     root = int.from_bytes(data[0:4], "little")
-    if root >= len(data):
+    if root + 4 > len(data):
         raise ModelError("the .tflite file is truncated (root table beyond end of file)")
-    model = schema.ModelT.InitFromPackedBuf(data, 0)
-    if not model.subgraphs:
-        raise ModelError("the .tflite model has no subgraphs")
-    op_names = _enum_names(schema.BuiltinOperator)
-    type_names = _enum_names(schema.TensorType)
-
-    counts: dict[int, int] = {}
-    for sg in model.subgraphs:
-        for op in sg.operators or []:
-            counts[op.opcodeIndex] = counts.get(op.opcodeIndex, 0) + 1
-    ops: list[OpInfo] = []
-    for i, code in enumerate(model.operatorCodes or []):
-        builtin = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
-        name = op_names.get(builtin, f"UNKNOWN_{builtin}")
-        custom = name == "CUSTOM"
-        if custom:
-            name = (code.customCode or b"").decode("utf-8", "replace")
-        ops.append(OpInfo(name=name, version=int(code.version), custom=custom, count=counts.get(i, 0)))
-
-    buffers = model.buffers or []
-    main = model.subgraphs[0]
-    tensors: list[TensorInfo] = []
-    float_names: list[str] = []
-    for idx, t in enumerate(main.tensors or []):
-        dtype = type_names.get(int(t.type), f"TYPE_{t.type}")
-        q = t.quantization
-        scale = zp = None
-        per_channel = 0
-        if q is not None and q.scale is not None and len(q.scale) > 0:
-            scale = float(q.scale[0])
-            zp = int(q.zeroPoint[0]) if q.zeroPoint is not None and len(q.zeroPoint) else 0
-            per_channel = len(q.scale) if len(q.scale) > 1 else 0
-        buf = buffers[t.buffer] if 0 <= t.buffer < len(buffers) else None
-        constant = bool(buf is not None and ((buf.data is not None and len(buf.data)) or (buf.size or 0) > 0))
-        name = (t.name or b"").decode("utf-8", "replace")
-        shape = tuple(int(d) for d in (t.shape if t.shape is not None else ()))
-        tensors.append(TensorInfo(idx, name, shape, dtype, scale, zp, per_channel, constant))
-        if dtype not in _INTEGER_TYPES and dtype != "RESOURCE":
-            float_names.append(name)
-
-    def pick(indices: Any) -> tuple[TensorInfo, ...]:
-        return tuple(tensors[int(i)] for i in (indices if indices is not None else ()))
-
+    lazy = schema.Model.GetRootAs(data, 0)
+    bound_tables(lazy, len(data))  # before the object API unpacks anything
+    model = schema.ModelT.InitFromObj(lazy)
+    opcodes, fields, counts = check_model(model, len(data), schema)
+    main = [TensorInfo(*f) for f in fields]
+    sg0 = model.subgraphs[0]
     return ModelInfo(
         size_bytes=len(data),
         sha256=hashlib.sha256(data).hexdigest(),
         schema_version=int(model.version),
-        description=(model.description or b"").decode("utf-8", "replace"),
-        inputs=pick(main.inputs),
-        outputs=pick(main.outputs),
-        ops=tuple(ops),
-        tensors=tuple(tensors),
+        description=text(model.description, "the model description"),
+        inputs=tuple(main[int(i)] for i in (sg0.inputs if sg0.inputs is not None else ())),
+        outputs=tuple(main[int(i)] for i in (sg0.outputs if sg0.outputs is not None else ())),
+        ops=tuple(OpInfo(name, version, custom, counts[i]) for i, (name, version, custom) in enumerate(opcodes)),
+        tensors=tuple(main),
         subgraphs=len(model.subgraphs),
-        float_tensors=tuple(float_names),
+        float_tensors=tuple(t.name for t in main if t.dtype not in _INTEGER_TYPES and t.dtype != "RESOURCE"),
     )
 
 
 def read_tflite(path: str | Path) -> tuple[bytes, ModelInfo]:
     """Read and parse a .tflite file, with errors that name the file."""
-    p = Path(path)
-    if not p.is_file():
-        raise ModelError(f"no such model file: {p}", hint="check the path")
+    from edgeq.files import MAX_TFLITE_BYTES, regular_file
+
+    p = regular_file(path, "model file", max_bytes=MAX_TFLITE_BYTES)
     data = p.read_bytes()
     try:
         return data, parse(data)
@@ -203,7 +173,8 @@ def inspect(path: str | Path, *, micro: bool = True) -> dict[str, Any]:
     """Describe a .tflite: tensors, ops, I/O, integer-ness, and (with ``micro``) TFLM support and arena.
 
     Returns a plain dict because it is a report, not something code builds on; code that
-    needs the structure calls ``read_tflite``.
+    needs the structure calls ``read_tflite``. Always valid JSON: ``parse`` refuses
+    non-finite scales, and the document is checked for NaN/Infinity before it is returned.
     """
     data, info = read_tflite(path)
     doc: dict[str, Any] = {"schema_version": 1, "kind": "inspect", "path": str(path), **info.to_dict()}
@@ -211,4 +182,9 @@ def inspect(path: str | Path, *, micro: bool = True) -> dict[str, Any]:
         from edgeq.micro import check_micro
 
         doc["micro"] = check_micro(data, info, strict=False).to_dict()
+    try:
+        json.dumps(doc, allow_nan=False)
+    except ValueError:
+        raise ModelError(f"{path}: the model holds a value JSON cannot represent (NaN or infinity)",
+                         hint="re-export the model with the TFLite converter") from None
     return doc

@@ -17,6 +17,7 @@ figures are from what the device computes.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -78,19 +79,105 @@ def dequantize(y: np.ndarray, t: TensorInfo) -> np.ndarray:
     return ((y.astype(np.float32) - (t.zero_point or 0)) * t.scale).astype(np.float32)
 
 
+#: How long LiteRT may take to load, allocate and run an untrusted model once, in a child.
+LITERT_CHECK_TIMEOUT = 120.0
+_STAGES = ("loading the model", "allocating its tensors", "running it once on zeros")
+_litert_ok: set[str] = set()  # sha256 of the models whose isolated check passed
+
+
+def litert_smoke(data: bytes) -> str:
+    """The isolated job of ``check_litert``: load, allocate, run once on zeros; reply JSON.
+
+    Announces each stage on fd 2 first, so a crash names the stage it happened in. Only
+    a crash or a load/allocate error is the model's fault: an error while running on
+    zeros (an integer division by zero, say) is left to the real run to report.
+    """
+    import json
+
+    from edgeq.isolate import STAGE_PREFIX
+
+    def announce(now: str) -> str:
+        os.write(2, f"{STAGE_PREFIX}{now}\n".encode())  # fd 2 itself: in order with LiteRT's own lines
+        return now
+
+    stage = announce(_STAGES[0])
+    try:
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+        interp = Interpreter(model_content=data, experimental_op_resolver_type=OpResolverType.BUILTIN_REF, num_threads=1)
+        stage = announce(_STAGES[1])
+        interp.allocate_tensors()
+        stage = announce(_STAGES[2])
+        for d in interp.get_input_details():
+            interp.tensor(d["index"])().fill(0)  # in place: nothing allocated from the shapes
+        interp.invoke()
+    except Exception as exc:  # LiteRT raises RuntimeError/ValueError with its own message
+        return json.dumps({"ok": False, "stage": stage, "error": _first_line(exc)})
+    return json.dumps({"ok": True, "stage": "", "error": ""})
+
+
+def check_litert(data: bytes, sha256: str, *, label: str = "") -> None:
+    """Load, allocate and run ``data`` once in a child process before this process does.
+
+    Why: LiteRT trusts the model; a malformed one that passed ``parse`` can still make a
+    kernel segfault or abort, which in this process would end edgeq with no message. In a
+    child (``edgeq.isolate``: forked, or spawned once TensorFlow is loaded) the signal is
+    a ``ModelError`` naming it. The child's address space is capped, so a model that makes
+    LiteRT allocate without bound fails there too. Each model is checked once per process.
+    ``label`` (a file name) goes into the messages.
+    """
+    if sha256 in _litert_ok:
+        return
+    import json
+
+    from edgeq.isolate import exit_description, run_isolated
+    from edgeq.tflite_checks import max_activation_bytes
+
+    end = run_isolated("edgeq.validation:litert_smoke", data, timeout=LITERT_CHECK_TIMEOUT,
+                       memory=max_activation_bytes() + (512 << 20))
+    of = f" ({label})" if label else ""
+    if end.returncode is None:
+        raise ModelError(f"LiteRT did not finish {end.stage or _STAGES[0]}{of} within {LITERT_CHECK_TIMEOUT:.0f} s",
+                         hint="the model may loop forever; check where it came from")
+    if end.crashed:
+        said = end.log_tail(2)
+        raise ModelError(f"LiteRT crashed with {exit_description(end.returncode)} while {end.stage or _STAGES[0]}{of}: "
+                         "the file is malformed" + (f" (LiteRT said: {said})" if said else ""),
+                         hint="re-export the model with the TFLite converter; a model that crashes LiteRT also "
+                         "crashes firmware")
+    try:
+        reply = json.loads(end.reply)
+    except ValueError:
+        raise ModelError(f"LiteRT's check of the model{of} ended without a reply: {end.log_tail(2)}") from None
+    if not reply["ok"] and reply["stage"] != _STAGES[2]:
+        raise ModelError(f"LiteRT cannot load the model{of} ({reply['stage']}): {reply['error']}",
+                         hint="re-export the model with the TFLite converter")
+    _litert_ok.add(sha256)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return (lines[0] if lines else type(exc).__name__)[:300]
+
+
 class ReferenceRunner:
     """LiteRT interpreter with reference kernels, addressed in the model's signature order."""
 
-    def __init__(self, data: bytes, info: ModelInfo, in_names: Sequence[str], out_names: Sequence[str]) -> None:
+    def __init__(self, data: bytes, info: ModelInfo, in_names: Sequence[str], out_names: Sequence[str],
+                 *, trusted: bool = False) -> None:
+        """``trusted``: ``data`` is what edgeq's own conversion just produced; anything else
+        (a user's .tflite) is first loaded and run once in a child (``check_litert``)."""
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
+        if not trusted:
+            check_litert(data, info.sha256)
         try:
             self.interp = Interpreter(
                 model_content=data, experimental_op_resolver_type=OpResolverType.BUILTIN_REF, num_threads=1
             )
             self.interp.allocate_tensors()
         except Exception as exc:
-            raise ModelError(f"LiteRT cannot load the converted model: {exc}") from None
+            raise ModelError(f"LiteRT cannot load the model: {_first_line(exc)}") from None
         self.info = info
         self.in_perm = self._perm(info.inputs, in_names, "inputs")
         self.out_perm = self._perm(info.outputs, out_names, "outputs")
@@ -124,14 +211,28 @@ class ReferenceRunner:
     def run_raw(self, qs: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Run sample by sample (batch 1 model) on subgraph-ordered inputs; stack outputs."""
         n = qs[0].shape[0]
+        per_sample = sum(int(np.prod(d["shape"])) * np.dtype(d["dtype"]).itemsize
+                         for d in self.interp.get_output_details())
+        from edgeq.tflite_checks import max_activation_bytes
+
+        if n * per_sample > max_activation_bytes():
+            raise ModelError(f"the outputs of {n} samples take {n * per_sample:,} bytes, more than the limit of "
+                             f"{max_activation_bytes():,} (EDGEQ_MAX_ACTIVATION_BYTES)",
+                             hint="evaluate on fewer samples, or raise the limit: EDGEQ_MAX_ACTIVATION_BYTES=<bytes>")
         outs: list[list[np.ndarray]] = [[] for _ in self._out_idx]
-        for i in range(n):
-            for idx, q in zip(self._in_idx, qs):
-                self.interp.set_tensor(idx, q[i : i + 1])
-            self.interp.invoke()
-            for j, idx in enumerate(self._out_idx):
-                outs[j].append(self.interp.get_tensor(idx).copy())
-        return [np.concatenate(o) for o in outs]
+        try:
+            for i in range(n):
+                for idx, q in zip(self._in_idx, qs):
+                    self.interp.set_tensor(idx, q[i : i + 1])
+                self.interp.invoke()
+                for j, idx in enumerate(self._out_idx):
+                    outs[j].append(self.interp.get_tensor(idx).copy())
+        except (RuntimeError, ValueError) as exc:  # LiteRT's kernel and shape errors
+            raise ModelError(f"LiteRT failed running the model on sample {i}: {_first_line(exc)}",
+                             hint="check that the data matches the model's inputs") from None
+        # Stacked along a new axis unless every output already has a batch dimension of 1,
+        # so the first dimension counts samples whatever the model's output shapes are.
+        return [np.concatenate(o) if all(a.ndim and a.shape[0] == 1 for a in o) else np.stack(o) for o in outs]
 
 
 def compare(
@@ -198,12 +299,19 @@ class TflmAgreement:
 
 def tflm_agreement(ref_raw: Sequence[np.ndarray], tflm_raw: Sequence[np.ndarray]) -> TflmAgreement:
     """Per-value comparison of raw outputs (stacked over samples) of both runtimes."""
-    n = ref_raw[0].shape[0]
+    # TFLM may have run fewer samples (``edgeq._micro_worker`` bounds the bytes of outputs it writes).
+    n = min(ref_raw[0].shape[0], np.asarray(tflm_raw[0]).shape[0]) if tflm_raw else ref_raw[0].shape[0]
     same = np.ones(n, dtype=bool)
     mismatched = compared = 0
     worst = 0.0
-    for a, b in zip(ref_raw, tflm_raw):
-        a2, b2 = a.reshape(n, -1), np.asarray(b).reshape(n, -1)
+    for j, (a, b) in enumerate(zip(ref_raw, tflm_raw)):
+        a, b = a[:n], np.asarray(b)[:n]
+        if a.shape != b.shape:  # one of them computed a shape the model does not declare
+            raise ModelError(f"LiteRT and TFLM disagree on the shape of output {j}: {list(a.shape[1:])} per sample in "
+                             f"LiteRT, {list(b.shape[1:])} in TFLM: the shapes the model declares do not follow from "
+                             "its operators",
+                             hint="the file is corrupt or was edited by hand: re-export the model with the TFLite converter")
+        a2, b2 = a.reshape(n, -1), b.reshape(n, -1)
         equal = a2 == b2
         same &= np.all(equal, axis=1)
         mismatched += int(np.count_nonzero(~equal))
