@@ -135,10 +135,8 @@ def _build_report(p: dict) -> object:
     labels_list = None
     if p["labels"] is not None:
         from edgeq.codegen.sources import read_labels
-        from edgeq.errors import UserError
-        from edgeq.files import regular_file
 
-        labels_list = list(read_labels(regular_file(p["labels"], "labels file", max_bytes=1 << 20, error=UserError)))
+        labels_list = list(read_labels(p["labels"]))
     return pipeline.build(
         p["model"], target=p["target"], out=p["out"], name=p["name"], force=p["force"], mode=p["mode"], io=p["io"],
         allow_float_fallback=p["allow_float_fallback"], calibration=p["calibration"], eval_data=p["eval_data"],

@@ -7,7 +7,9 @@ every test module that imports these helpers; only a few models are ever convert
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from functools import lru_cache
 from pathlib import Path
@@ -15,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 _ROOT = Path(tempfile.mkdtemp(prefix="edgeq-codegen-models-"))
+atexit.register(shutil.rmtree, _ROOT, True)  # the converted models live as long as the test process
 
 
 def _convert(model, shape: tuple[int, ...], path: Path, samples: int, dyadic: bool = False, per_channel_dense: bool = True) -> Path:

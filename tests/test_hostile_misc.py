@@ -62,6 +62,21 @@ def test_binary_labels_file_is_refused_before_any_work(tmp_path: Path) -> None:
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("arena", ["99999999999999999999", "1073741825"])
+def test_emit_refuses_an_arena_no_compiler_or_board_takes(tmp_path: Path, example_tflite: Path, arena: str) -> None:
+    r = run_edgeq("emit", example_tflite, "-o", tmp_path / "o", "--arena-bytes", arena)
+    assert_clean_error(r, "--arena-bytes", "out of range")
+    assert not (tmp_path / "o").exists()
+
+
+def test_emit_labels_that_are_a_folder_or_binary_are_clean_errors(tmp_path: Path, example_tflite: Path) -> None:
+    binary = tmp_path / "labels.txt"
+    binary.write_bytes(bytes(range(256)) * 8)
+    assert_clean_error(run_edgeq("emit", example_tflite, "-o", tmp_path / "o", "--labels", tmp_path), "folder")
+    assert_clean_error(run_edgeq("emit", example_tflite, "-o", tmp_path / "o", "--labels", binary), "utf-8")
+    assert not (tmp_path / "o").exists()
+
+
 def test_stale_temp_folders_of_dead_processes_are_swept(tmp_path: Path) -> None:
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead_pid = int(dead.stdout)

@@ -212,8 +212,18 @@ def sample_source(*, info: ModelInfo, options: SourceOptions, source_name: str, 
     return GeneratedFile(f"{prefix}{options.name}_sample_input.h", render("emit/sample_input.h.j2", ctx).encode("utf-8"), "model")
 
 
+#: The largest labels file read (1 MiB: some 50,000 long class names).
+MAX_LABELS_BYTES = 1 << 20
+
+
 def read_labels(path: Path) -> tuple[str, ...]:
-    """One label per line (UTF-8); blank lines are skipped, surrounding spaces stripped."""
+    """One label per line (UTF-8); blank lines are skipped, surrounding spaces stripped.
+
+    At most ``MAX_LABELS_BYTES``: a labels file is a few KB; anything larger is the wrong
+    file (and a FIFO or device named as one would block or never end)."""
+    from edgeq.files import regular_file
+
+    regular_file(path, "labels file", max_bytes=MAX_LABELS_BYTES, error=UserError)
     try:
         text = Path(path).read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
