@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from edgeq.version import __version__
 
 __all__ = ["__version__", "build", "quantize", "inspect", "emit", "bench", "verify"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from edgeq.pipeline import build, quantize
-    from edgeq.tflite_info import inspect
+    from edgeq.inspection import inspect
     from edgeq.codegen.emit import emit
     from edgeq.bench.runner import bench
     from edgeq.codegen.verify import verify
@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover
 _LAZY = {
     "build": "edgeq.pipeline",
     "quantize": "edgeq.pipeline",
-    "inspect": "edgeq.tflite_info",
+    "inspect": "edgeq.inspection",
     "emit": "edgeq.codegen.emit",
     "bench": "edgeq.bench.runner",
     "verify": "edgeq.codegen.verify",

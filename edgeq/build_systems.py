@@ -14,13 +14,11 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Optional, Protocol
 
 from edgeq.errors import TargetError, UserError
 from edgeq.resources import data_dir
-
-if TYPE_CHECKING:
-    from edgeq.targets import Target
+from edgeq.toml_fields import Fields, read_toml
 
 _BOARD_KINDS = ("qemu", "named", "none")
 _SRC_RE = re.compile(r"^(|[A-Za-z0-9_{}.-]+(/[A-Za-z0-9_{}.-]+)*)$")
@@ -64,13 +62,11 @@ def build_system_file(name: str) -> Path:
 def load_build_system(name: str) -> BuildSystem:
     """Load and validate ``templates/<name>/build_system.toml`` (once per process: the
     packaged templates do not change while edgeq runs, and a build asks several times)."""
-    from edgeq.targets import _Fields, _read_toml
-
     path = build_system_file(name)
     if not re.match(r"^[a-z0-9][a-z0-9._-]{0,63}$", name) or not path.is_file():
         known = ", ".join(sorted(p.parent.name for p in data_dir("templates").glob("*/build_system.toml")))
         raise TargetError(f"unknown build system {name!r}", hint=f"known build systems: {known}")
-    f = _Fields(_read_toml(path), str(path))
+    f = Fields(read_toml(path), str(path))
     keys = f.get("project_keys", list, [], lambda v: all(isinstance(k, str) for k in v), "must be a list of strings")
     optional = f.get("optional_project_keys", list, [], lambda v: all(isinstance(k, str) for k in v), "must be a list of strings")
     system = BuildSystem(
@@ -89,7 +85,21 @@ def load_build_system(name: str) -> BuildSystem:
     return system
 
 
-def check_target_project(target: "Target", *, where: str) -> BuildSystem:
+class ProjectTarget(Protocol):
+    """What ``check_target_project`` reads of a target (``edgeq.targets.Target`` has it).
+    Structural, because ``edgeq.targets`` calls this module while loading a target."""
+
+    @property
+    def build_system(self) -> str: ...
+    @property
+    def project(self) -> dict[str, Any]: ...
+    @property
+    def psram_bytes(self) -> Optional[int]: ...
+    @property
+    def default_board(self) -> Optional[str]: ...
+
+
+def check_target_project(target: ProjectTarget, *, where: str) -> BuildSystem:
     """The target's ``[project]`` table holds exactly the settings its build system reads."""
     system = load_build_system(target.build_system)
     missing = [k for k in system.project_keys if k not in target.project]

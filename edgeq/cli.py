@@ -15,8 +15,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from edgeq import __version__
+from edgeq.context import run_context, start_run
 from edgeq.errors import EdgeqError
+from edgeq.version import __version__
 
 app = typer.Typer(
     name="edgeq",
@@ -28,8 +29,6 @@ app = typer.Typer(
     add_completion=False,
     rich_markup_mode=None,
 )
-
-_DEBUG = False
 
 
 def _version(value: bool) -> None:
@@ -45,12 +44,6 @@ def _root(
     ] = False,
 ) -> None:
     """edgeq: TensorFlow/Keras → quantized .tflite → TFLite Micro firmware / edge Linux benchmark."""
-
-
-def set_debug(debug: bool) -> None:
-    """Remember --debug so the error handler in main() shows tracebacks."""
-    global _DEBUG
-    _DEBUG = _DEBUG or debug
 
 
 from edgeq.cli_options import (  # noqa: E402  (typer annotations shared by the commands)
@@ -100,7 +93,7 @@ def build(
     """Quantize, validate, check on TFLite Micro, and write the .tflite, C sources and a project.
 
     Without MODEL (or with a model's name), builds the models of edgeq.toml (`edgeq config`)."""
-    set_debug(debug)
+    run_context().note_debug(debug)
     from edgeq.config_cli import pick_models, run_models
 
     entries = None if example else pick_models(ctx.obj, model)
@@ -126,6 +119,7 @@ def build(
 def _build_report(p: dict) -> object:
     """One ``pipeline.build`` from the command's parameters (``ctx.params`` names)."""
     import edgeq.pipeline as pipeline
+    from edgeq.firmware_step import FirmwareOptions
 
     if p["example"]:
         p["model"], calib_path, eval_path = _example_paths()
@@ -136,15 +130,16 @@ def _build_report(p: dict) -> object:
     if p["labels"] is not None:
         from edgeq.codegen.sources import read_labels
 
-        labels_list = list(read_labels(p["labels"]))
+        labels_list = tuple(read_labels(p["labels"]))
     return pipeline.build(
         p["model"], target=p["target"], out=p["out"], name=p["name"], force=p["force"], mode=p["mode"], io=p["io"],
         allow_float_fallback=p["allow_float_fallback"], calibration=p["calibration"], eval_data=p["eval_data"],
         samples=p["samples"], scale=p["scale"], max_accuracy_drop=p["max_accuracy_drop"],
         qat=_qat_config(p["qat"], p["train_data"], p["epochs"], p["batch_size"], p["learning_rate"], p["loss"]),
         layer_report=p["layer_report"],
-        firmware={"board": p["board"], "lang": p["lang"], "labels": labels_list, "flash": p["flash"], "ram": p["ram"],
-                  "allow_over_budget": p["allow_over_budget"], "targets_dir": p["targets_dir"], "dry_run": p["dry_run"]},
+        firmware=FirmwareOptions(board=p["board"], lang=p["lang"], labels=labels_list, flash=p["flash"], ram=p["ram"],
+                                 allow_over_budget=p["allow_over_budget"], targets_dir=p["targets_dir"],
+                                 dry_run=p["dry_run"]),
     )
 
 
@@ -185,7 +180,7 @@ def quantize(
     debug: Debug = False,
 ) -> None:
     """Quantize, validate and check on TFLite Micro; write only the .tflite."""
-    set_debug(debug)
+    run_context().note_debug(debug)
     import edgeq.pipeline as pipeline
 
     report = pipeline.quantize(
@@ -210,9 +205,9 @@ def inspect(
     debug: Debug = False,
 ) -> None:
     """Show tensors, quantization parameters, ops and versions, and TFLite Micro support and arena."""
-    set_debug(debug)
+    run_context().note_debug(debug)
     from edgeq.inspect_view import render_inspect
-    from edgeq.tflite_info import inspect as do_inspect
+    from edgeq.inspection import inspect as do_inspect
 
     doc = do_inspect(model, micro=not no_micro)
     if json_out:
@@ -248,13 +243,14 @@ def main(argv: Optional[list[str]] = None) -> None:
     everything edgeq raises on purpose is an ``EdgeqError`` and is handled here alone.
     """
     args = list(sys.argv[1:] if argv is None else argv)
-    set_debug("--debug" in args)
+    start_run(debug="--debug" in args)  # commands add their own --debug (or edgeq.toml's)
     if argv is None:  # the real command line, not a caller's in-process run: own SIGINT for good
         from edgeq import interrupt
-        from edgeq.workdir import sweep_stale
+        from edgeq.workdir import own_temp_root, sweep_stale
 
         interrupt.guard()
         sweep_stale()  # what killed runs left in $TMPDIR
+        own_temp_root()  # and from here on, everything this run puts there is in one folder of ours
     try:
         code = _run(args)
     except KeyboardInterrupt:  # a second Ctrl-C while the first one's message was printed
@@ -283,7 +279,7 @@ def _run(args: list[str]) -> int:
         sys.stderr.write(f"{exc.code}\n")
         return 1
     except EdgeqError as exc:
-        if _DEBUG:
+        if run_context().debug:
             import traceback
 
             from edgeq.console import last_captured
@@ -360,7 +356,7 @@ from edgeq.crash import step_of  # noqa: E402  (re-exported: the one-line messag
 
 def _internal_error(exc: Exception, args: list[str]) -> None:
     """One line for a bug (exit 3); the traceback only with --debug."""
-    if _DEBUG:
+    if run_context().debug:
         import traceback
 
         from edgeq.console import last_captured
@@ -373,7 +369,7 @@ def _internal_error(exc: Exception, args: list[str]) -> None:
     first = lines[0][:300] if lines else ""
     message = f"internal error while {step_of(exc, command)}: {type(exc).__name__}" + (f": {first}" if first else "")
     hint = ("this is a bug in edgeq: re-run the same command with --debug and report its output to the edgeq "
-            "maintainers (an issue on the project)" if not _DEBUG else "please report this traceback to the edgeq maintainers")
+            "maintainers (an issue on the project)" if not run_context().debug else "please report this traceback to the edgeq maintainers")
     _print_error(EdgeqError(message, hint))
 
 
@@ -389,4 +385,4 @@ def _print_error(exc: EdgeqError) -> None:
         err.print(printable(exc.hint), markup=False)
 
 
-__all__ = ["app", "main", "set_debug", "Path"]
+__all__ = ["app", "main", "Path"]

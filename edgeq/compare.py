@@ -72,7 +72,7 @@ class CompareReport:
     warnings: tuple[str, ...] = field(default=())
 
     def to_dict(self) -> dict[str, Any]:
-        from edgeq import __version__
+        from edgeq.version import __version__
 
         return {
             "schema_version": SCHEMA_VERSION, "kind": "compare", "edgeq_version": __version__,

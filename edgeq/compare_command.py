@@ -30,9 +30,9 @@ def compare_command(
 ) -> None:
     """Convert the model in every mode (int8, int16x8, float16, dynamic, float32) and compare
     size, accuracy, error vs float, TFLM support and arena, and host latency."""
-    from edgeq.cli import set_debug
+    from edgeq.context import run_context
 
-    set_debug(debug)
+    run_context().note_debug(debug)
     from edgeq.compare import compare_modes
 
     report = compare_modes(model, calibration=calibration, eval_data=eval_data, samples=samples, scale=scale)

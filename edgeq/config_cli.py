@@ -163,14 +163,14 @@ def run_models(entries: list[ModelEntry], build_one: Callable[[ModelEntry], dict
 def _summary(results: list[dict[str, Any]]) -> None:
     from rich.table import Table
 
-    from edgeq.console import out
+    from edgeq.console import cell, out
 
     table = Table(title="edgeq build: models from the config file", title_justify="left")
     for column in ("model", "result", "target", "accuracy / agreement", "arena", "flash", "output"):
         table.add_column(column, overflow="fold")
     for r in results:
         if "error" in r:
-            table.add_row(r["name"], f"exit {r['exit_code']}: {r['error']['message'][:120]}", "", "", "", "", "")
+            table.add_row(cell(r["name"]), cell(f"exit {r['exit_code']}: {r['error']['message'][:120]}"), "", "", "", "", "")
             continue
         doc = r["report"]
         v, fw = doc.get("validation") or {}, doc.get("firmware") or {}
@@ -180,9 +180,9 @@ def _summary(results: list[dict[str, Any]]) -> None:
         arena = fw.get("arena_bytes")
         flash = ((fw.get("budget") or {}).get("flash") or {}).get("used")
         verdict = "ok" + (" + verified" if doc.get("verify") else "")
-        table.add_row(r["name"], verdict, str((doc.get("target") or {}).get("name", "-")), quality,
+        table.add_row(cell(r["name"]), verdict, cell((doc.get("target") or {}).get("name", "-")), quality,
                       f"{arena:,} B" if isinstance(arena, int) else "-", f"{flash:,} B" if isinstance(flash, int) else "-",
-                      str(doc.get("out_dir") or fw.get("out_dir") or "-"))
+                      cell(doc.get("out_dir") or fw.get("out_dir") or "-"))
     out.print(table)
 
 

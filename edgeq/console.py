@@ -21,11 +21,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from rich.console import Console
 
 
-def _saved_stderr() -> TextIO:
+def _saved_stderr() -> TextIO | None:
     try:
         return os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1, encoding="utf-8", errors="replace")
     except (OSError, AttributeError, ValueError):  # no real fd (embedded, some test runners)
-        return sys.stderr
+        return None  # then `err` follows sys.stderr at print time: the stream seen now may be closed later
 
 
 def _width(stream: TextIO) -> int | None:
@@ -53,9 +53,10 @@ def _console(name: str) -> Console:
     if name not in _consoles:
         from rich.console import Console
 
-        stream = _err_stream if name == "err" else sys.stdout
+        stream = (_err_stream or sys.stderr) if name == "err" else sys.stdout
         # `out` follows sys.stdout at print time (file=None), as it always did.
-        _consoles[name] = Console(file=stream if name == "err" else None, highlight=False, soft_wrap=True, width=_width(stream))
+        _consoles[name] = Console(file=_err_stream if name == "err" else None, stderr=name == "err" and _err_stream is None,
+                                  highlight=False, soft_wrap=True, width=_width(stream))
     return _consoles[name]
 
 
@@ -70,10 +71,24 @@ def __getattr__(name: str) -> Console:
 last_captured: list[str] = []
 
 
+def cell(value: object) -> Any:
+    """A table cell or title from text edgeq did not write (paths, names): one line, no
+    escape sequences, and never read as rich markup (a path may contain ``[/]``)."""
+    from rich.text import Text
+
+    return Text(printable(value, keep=""))
+
+
 def warn(message: str) -> None:
     err = _console("err")
     err.print("[yellow]warning:[/] ", end="", markup=True)
     err.print(printable(message), markup=False)
+
+
+def warn_and_keep(warnings: list[str], message: str) -> None:
+    """Print a warning now and keep it for the report (``warnings`` is the report's list)."""
+    warn(message)
+    warnings.append(message)
 
 
 def info(message: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 #: Innermost edgeq module in the traceback → the step the user sees in the one-line message.
 _STEPS = (
     ("edgeq.loading", "loading the model"),
+    ("edgeq.export", "loading the model"),  # the SavedModel the converter reads; was part of loading
     ("edgeq.calibration", "reading the data"),
     ("edgeq.keras_bridge", "rebuilding the model for quantization-aware training"),
     ("edgeq.qat", "quantization-aware training"),
@@ -20,6 +21,7 @@ _STEPS = (
     ("edgeq.layer_report", "computing the per-layer report"),
     ("edgeq.compare", "comparing quantization modes"),
     ("edgeq.tflite_info", "reading the .tflite"),
+    ("edgeq.inspection", "reading the .tflite"),
     ("edgeq.inspect_view", "showing the .tflite"),
     ("edgeq.firmware_step", "writing the firmware project"),
     ("edgeq.codegen.targets_command", "listing targets"),
@@ -27,6 +29,7 @@ _STEPS = (
     ("edgeq.codegen", "writing firmware sources"),
     ("edgeq.build_systems", "loading build systems"),
     ("edgeq.targets", "loading targets"),
+    ("edgeq.toml_fields", "loading targets"),
     ("edgeq.bench", "benchmarking"),
     ("edgeq.report", "writing the report"),
     ("edgeq.pipeline", "running the pipeline"),

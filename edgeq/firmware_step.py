@@ -10,26 +10,60 @@ folder then replaces the old one in one ``renameat2(RENAME_EXCHANGE)``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Optional, Union
 
 from edgeq import outdir
-from edgeq.errors import OutputExistsError
+from edgeq.console import warn_and_keep
+from edgeq.errors import OutputExistsError, UserError
 
 MANIFEST = ".edgeq-manifest.json"
 #: Files of ours that are rewritten on every build and so never count as "the user's".
 OWN_OUTPUTS = ("report.json", "report.md")
 
 
-def resolve_target(target_name: str, opts: dict[str, Any], *, name: str | None = None) -> Any:
+@dataclass(frozen=True)
+class FirmwareOptions:
+    """What ``build`` passes to the firmware step: the project's board, language, labels,
+    budgets and where to look for targets. ``None`` budgets mean the target's own."""
+
+    board: Optional[str] = None
+    lang: str = "cpp"
+    labels: Optional[tuple[str, ...]] = None
+    flash: Optional[int] = None
+    ram: Optional[int] = None
+    allow_over_budget: bool = False
+    targets_dir: Optional[Union[str, Path]] = None
+    dry_run: bool = False
+
+    @classmethod
+    def of(cls, value: "FirmwareOptions | Mapping[str, Any] | None") -> "FirmwareOptions":
+        """``build(firmware=...)`` as given: these options, none, or (as before they were
+        typed) a dict of the same names; an unknown name is a usage error, not a crash."""
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        unknown = sorted(set(value) - {f.name for f in fields(cls)})
+        if unknown:
+            raise UserError(f"unknown firmware option(s) {', '.join(map(repr, unknown))}",
+                            hint=f"known: {', '.join(f.name for f in fields(cls))}")
+        given = {k: v for k, v in value.items() if v is not None}  # None meant "the default" in the dict
+        if given.get("labels") is not None:
+            given["labels"] = tuple(given["labels"])
+        return cls(**given)
+
+
+def resolve_target(target_name: str, opts: FirmwareOptions, *, name: str | None = None) -> Any:
     """The target, with ``--board`` and the project name checked against it now: before
     minutes of conversion."""
     from edgeq.build_systems import load_build_system
     from edgeq.codegen.firmware import resolve_board
     from edgeq.targets import load_target
 
-    target = load_target(target_name, targets_dir=opts.get("targets_dir"))
-    resolve_board(target, opts.get("board"))  # unknown, or not one for this target
+    target = load_target(target_name, targets_dir=opts.targets_dir)
+    resolve_board(target, opts.board)  # unknown, or not one for this target
     if name is not None:
         load_build_system(target.build_system).check_name(name)
     return target
@@ -86,7 +120,7 @@ def firmware_input(
     return pseudo_random_input(info_.inputs, seed=PSEUDO_RANDOM_SEED), f"pseudo-random (seed {PSEUDO_RANDOM_SEED})"
 
 
-def check_budget(run: Any, target: Any, opts: dict[str, Any]) -> Any:
+def check_budget(run: Any, target: Any, opts: FirmwareOptions) -> Any:
     """Budget figures for the report; raises ``BudgetError`` (or ``UnsupportedOpError``
     for an op the target's TFLM copy lacks) before anything is written."""
     from edgeq.codegen.budget import check_budget as _check
@@ -98,9 +132,9 @@ def check_budget(run: Any, target: Any, opts: dict[str, Any]) -> Any:
         info=run.info,
         target=target,
         host_arena_bytes=_host_arena(run),
-        flash=opts.get("flash"),
-        ram=opts.get("ram"),
-        allow_over_budget=bool(opts.get("allow_over_budget")),
+        flash=opts.flash,
+        ram=opts.ram,
+        allow_over_budget=opts.allow_over_budget,
     )
 
 
@@ -115,7 +149,7 @@ def _host_arena(run: Any) -> int:
 
 
 def write(dest: Path, previous: Path | None, run: Any, *, name: str, target: Any, force: bool,
-          final: Path, dry_run: bool = False, opts: dict[str, Any]) -> dict[str, Any]:
+          final: Path, dry_run: bool = False, opts: FirmwareOptions) -> dict[str, Any]:
     """Write firmware sources and the scaffold into ``dest`` (a staging folder, or the
     real output for a dry run); ``previous`` is the earlier output to refresh, if any.
 
@@ -142,19 +176,17 @@ def write(dest: Path, previous: Path | None, run: Any, *, name: str, target: Any
         reference_input=sample_source,
         **({"reference_by": sample_by} if sample_by else {}),
         source_name=run.model.path.name,
-        board=opts.get("board"),
-        lang=opts.get("lang") or "cpp",
-        labels=opts.get("labels"),
+        board=opts.board,
+        lang=opts.lang or "cpp",
+        labels=list(opts.labels) if opts.labels is not None else None,
         force=force,
         dry_run=dry_run,
-        flash=opts.get("flash"),
-        ram=opts.get("ram"),
-        allow_over_budget=bool(opts.get("allow_over_budget")),
+        flash=opts.flash,
+        ram=opts.ram,
+        allow_over_budget=opts.allow_over_budget,
     )
-    from edgeq.pipeline import _warn
-
     for message in result.warnings:  # printed now and kept for the report, dry run or not
-        _warn(run.warnings, message)
+        warn_and_keep(run.warnings, message)
     doc = result.to_dict()
     doc["out_dir"] = str(final)
     if isinstance(doc.get("write"), dict):

@@ -25,7 +25,8 @@ import numpy as np
 from edgeq.calibration import Samples
 from edgeq.console import err, quiet
 from edgeq.errors import ModelError, UserError
-from edgeq.loading import LoadedModel, export_for_conversion, tf_module
+from edgeq.export import export_for_conversion
+from edgeq.loading import LoadedModel, tf_module
 from edgeq.quantize import QuantSettings
 from edgeq.workdir import temp_dir
 
@@ -95,7 +96,7 @@ class LayerReport:
         """Print the table on stdout (the result), flagged rows in red."""
         from rich.table import Table
 
-        from edgeq.console import out
+        from edgeq.console import cell, out
 
         table = Table(title=f"per-layer int8 error ({self.samples} samples; flag > {self.threshold:g} steps)",
                       title_justify="left")
@@ -103,7 +104,7 @@ class LayerReport:
             table.add_column(col, justify="right" if col not in ("layer", "op", "") else "left")
         for r in self.rows:
             style = "red" if r.flagged else None
-            table.add_row(_layer_label(r), r.op, f"{r.rmse_scale:.3f}", f"{r.mean_error:.3g}",
+            table.add_row(cell(_layer_label(r)), cell(r.op), f"{r.rmse_scale:.3f}", f"{r.mean_error:.3g}",
                           f"{r.max_abs_error:.3g}", "⚠ worst" if r.flagged else "", style=style)
         out.print(table)
         for r in self.rows:

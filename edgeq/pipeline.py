@@ -18,7 +18,7 @@ import numpy as np
 
 from edgeq import outdir
 from edgeq.calibration import Samples, load_samples, random_samples, split_for_validation, warn_if_few
-from edgeq.console import info, warn
+from edgeq.console import info, warn_and_keep
 from edgeq.errors import CalibrationError, GateError, OutputExistsError, UserError
 from edgeq.loading import LoadedModel, load_model
 from edgeq.micro import MicroResult, check_micro, runtime_available
@@ -28,6 +28,7 @@ from edgeq.tflite_info import ModelInfo, parse
 from edgeq.validation import ReferenceRunner, ValidationResult, compare, tflm_agreement
 
 if TYPE_CHECKING:
+    from edgeq.firmware_step import FirmwareOptions
     from edgeq.layer_report import LayerReport
     from edgeq.qat import QatConfig
 
@@ -66,12 +67,6 @@ class _Run:
     task: str | None = None  # "regression" when the eval labels are targets, not classes; else inferred by the report
 
 
-def _warn(warnings: list[str], message: str) -> None:
-    """Print a warning now and keep it for the report."""
-    warn(message)
-    warnings.append(message)
-
-
 def prepare_data(model: LoadedModel, opts: Options, warnings: list[str]) -> tuple[Samples | None, Samples | None]:
     """Calibration and evaluation samples, checked against the model's inputs."""
     inputs = model.inputs
@@ -94,7 +89,7 @@ def prepare_data(model: LoadedModel, opts: Options, warnings: list[str]) -> tupl
             hint="pass --calibration DATA (.npy, .npz or an image folder); --calibration random only for smoke tests",
         )
     if str(opts.calibration) == "random":
-        _warn(warnings, "calibrating on RANDOM data: the int8 ranges and every accuracy figure below mean nothing")
+        warn_and_keep(warnings, "calibrating on RANDOM data: the int8 ranges and every accuracy figure below mean nothing")
         calib = random_samples(inputs, opts.samples or 200)
     else:
         # With separate evaluation data only the samples calibration uses are read.
@@ -133,7 +128,7 @@ def _run(model_path: str | Path, opts: Options, *, micro_strict: bool) -> _Run:
         info_ = parse(data)
         refuse_uninitialized_variables(info_, model.path.name)
         if not info_.fully_integer:
-            _warn(warnings, f"{model.path.name} is not fully integer; float tensors: {', '.join(info_.float_tensors[:8])}")
+            warn_and_keep(warnings, f"{model.path.name} is not fully integer; float tensors: {', '.join(info_.float_tensors[:8])}")
     else:
         info(f"converting {model.path.name} ({model.format}) to {settings.mode}, I/O {settings.io_type}…")
         data = convert(model, settings, calib)
@@ -141,7 +136,7 @@ def _run(model_path: str | Path, opts: Options, *, micro_strict: bool) -> _Run:
         io_names = {t.name for t in (*info_.inputs, *info_.outputs)} if settings.io_type == "float32" else set()
         float_inside = [t for t in info_.float_tensors if t not in io_names]
         if settings.mode == "int8" and float_inside:  # the converter kept float ops: say so, never silently
-            _warn(warnings, f"the int8 conversion of {model.path.name} is not full-integer; float tensors: "
+            warn_and_keep(warnings, f"the int8 conversion of {model.path.name} is not full-integer; float tensors: "
                   f"{', '.join(float_inside[:8])} (a layer without an int8 kernel stayed float)")
     float_out = model.predict(list(eval_s.xs)) if (eval_s is not None and model.has_float_reference) else None
     validation, eval_q, ref_raw = _validate(model, data, info_, eval_s, float_out)
@@ -160,7 +155,7 @@ def _run(model_path: str | Path, opts: Options, *, micro_strict: bool) -> _Run:
         )
         message = agree.warning()
         if message:
-            _warn(warnings, message)
+            warn_and_keep(warnings, message)
     layers = None
     if opts.layer_report:
         if eval_s is None or calib is None:
@@ -219,7 +214,7 @@ def _micro(
         if strict:  # a build: its firmware would be TFLM
             raise UserError(f"--mode {settings.mode} models do not run on TensorFlow Lite Micro",
                             hint="use --mode int8 or int16x8 for firmware; float16/dynamic suit `quantize` and `bench`")
-        _warn(warnings, f"--mode {settings.mode} models do not run on TensorFlow Lite Micro (edge Linux only)")
+        warn_and_keep(warnings, f"--mode {settings.mode} models do not run on TensorFlow Lite Micro (edge Linux only)")
         return MicroResult(runtime_available(), False, (), info_.op_names)
     return check_micro(data, info_, samples=eval_q, strict=strict)
 
@@ -320,14 +315,14 @@ def build(
     samples: int | None = None,
     scale: str = "0..1",
     max_accuracy_drop: float | None = None,
-    firmware: dict[str, Any] | None = None,
+    firmware: "FirmwareOptions | None" = None,
     qat: "QatConfig | None" = None,
     layer_report: bool = False,
 ) -> BuildReport:
     """The whole pipeline; writes ``<name>.tflite``, ``report.json``, ``report.md`` (+ firmware) to ``out``.
 
-    ``firmware`` carries the firmware-output options (targets dir, board, lang, budgets…),
-    passed through to ``edgeq.firmware_step``.
+    ``firmware`` carries the firmware-output options (``edgeq.firmware_step.FirmwareOptions``:
+    targets dir, board, lang, budgets…; a dict of the same names is still accepted).
     """
     from edgeq import firmware_step
     from edgeq.codegen.names import c_identifier
@@ -335,8 +330,8 @@ def build(
     model_path = Path(model)
     cname = c_identifier(name or model_path.stem or "model")
     out_dir = Path(out) if out is not None else Path("build") / cname
-    fw_opts = dict(firmware or {})
-    dry_run = bool(fw_opts.get("dry_run"))
+    fw_opts = firmware_step.FirmwareOptions.of(firmware)
+    dry_run = fw_opts.dry_run
     tgt = firmware_step.resolve_target(target, fw_opts, name=cname)
     if mode in MICRO_INCAPABLE and tgt.is_cross:
         raise UserError(
@@ -364,7 +359,7 @@ def build(
                 run.layers = dataclasses.replace(run.layers, chart=str(out_dir / "layer_report.png"))
         for f in fw.get("write", {}).get("files", []):
             if f["action"] == "kept":
-                _warn(run.warnings, f"kept your edited {f['path']} (pass --force to regenerate it)")
+                warn_and_keep(run.warnings, f"kept your edited {f['path']} (pass --force to regenerate it)")
         report = _report(
             run, "build", str(out_dir / f"{cname}.tflite"), mode=mode,
             target=tgt.to_dict(), firmware=fw, out_dir=str(out_dir),

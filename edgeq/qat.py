@@ -7,7 +7,7 @@ tf_keras itself. Importing tfmot sets ``TF_USE_LEGACY_KERAS=1`` for the whole pr
 nothing else (Keras 3 export, the TFLM worker subprocess) changes behaviour after a QAT run.
 
 The fine-tuned model is a tf_keras model, whose ``export()`` takes no input signature:
-``export_qat_for_conversion`` writes the batch-1 SavedModel the converter needs.
+``export_qat_for_conversion`` (``edgeq.export``) writes the batch-1 SavedModel the converter needs.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import numpy as np
 from edgeq.calibration import Samples
 from edgeq.console import err, info, quiet
 from edgeq.errors import ModelError, UserError
+from edgeq.export import export_qat_for_conversion  # re-exported: QAT's export, kept with the others
 from edgeq.loading import LoadedModel, tf_module, unroll_recurrent
 from edgeq.qat_loss import loss_name, prepare_targets, resolve_losses, saved_loss, task_of
 
@@ -244,29 +245,3 @@ def _as_loaded(model: LoadedModel, qmodel: Any) -> LoadedModel:
 def is_tf_keras_model(obj: Any) -> bool:
     """True for tf_keras model objects (QAT results), whose ``export()`` takes no signature."""
     return type(obj).__module__.startswith("tf_keras.")
-
-
-def export_qat_for_conversion(model: LoadedModel, workdir: Path) -> Path:
-    """A batch-1 SavedModel of a tf_keras (QAT) model, signature names matching ``model.inputs/outputs``.
-
-    Batch 1 keeps SHAPE/STRIDED_SLICE/PACK ops out of the .tflite (see DESIGN.md); the
-    names let ``ReferenceRunner`` map the converter's reordered tensors back.
-    """
-    tf = tf_module()
-    km = model.keras_model
-    specs = [tf.TensorSpec(s.shape, tf.float32, name=s.name) for s in model.inputs]
-    out_names = [s.name for s in model.outputs]
-
-    def serve(*args: Any) -> dict[str, Any]:
-        y = km(list(args) if len(args) > 1 else args[0], training=False)
-        ys = y if isinstance(y, (list, tuple)) else [y]
-        return dict(zip(out_names, ys))
-
-    out = Path(workdir) / "saved_model"
-    fn = tf.function(serve, input_signature=specs)
-    try:
-        with quiet():
-            tf.saved_model.save(km, str(out), signatures={"serving_default": fn.get_concrete_function()})
-    except Exception as exc:
-        raise ModelError(f"cannot export the QAT model for conversion: {str(exc).splitlines()[0][:300]}") from None
-    return out

@@ -17,7 +17,8 @@ import numpy as np
 from edgeq.calibration import Samples
 from edgeq.console import err, quiet
 from edgeq.errors import ModelError, UnsupportedOpError, UserError
-from edgeq.loading import LoadedModel, export_for_conversion, tf_module
+from edgeq.export import export_for_conversion
+from edgeq.loading import LoadedModel, tf_module
 from edgeq.tflite_info import ModelInfo, parse
 from edgeq.workdir import temp_dir
 

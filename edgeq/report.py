@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgeq import __version__
+from edgeq.version import __version__
 
 SCHEMA_VERSION = 1
 
@@ -173,16 +173,19 @@ def _quality_rows(report: BuildReport) -> list[tuple[str, str]]:
 def render_table(report: BuildReport) -> None:
     from rich.table import Table
 
-    from edgeq.console import out
+    from rich.markup import escape
+
+    from edgeq.console import cell, out
+    from edgeq.text import printable
 
     table = Table(title=f"edgeq {report.kind}", show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
     for label, value in rows(report):
-        table.add_row(label, value)
+        table.add_row(cell(label), cell(value))
     out.print(table)
     for w in report.warnings:
-        out.print(f"[yellow]warning:[/] {w}")
+        out.print(f"[yellow]warning:[/] {escape(printable(w))}")
     if report.layer_report is not None:
         report.layer_report.render_table()
 

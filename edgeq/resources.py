@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import edgeq
-
 _KINDS = ("templates", "targets")
 
 
@@ -21,7 +19,7 @@ def data_dir(kind: str) -> Path:
     """
     if kind not in _KINDS:
         raise ValueError(f"unknown data kind {kind!r}; expected one of {_KINDS}")
-    package = Path(edgeq.__file__).resolve().parent
+    package = _package()
     packaged = package / "_data" / kind
     if packaged.is_dir():
         return packaged
@@ -30,4 +28,10 @@ def data_dir(kind: str) -> Path:
 
 def package_data(name: str) -> Path:
     """A file under ``edgeq/data/`` (data that lives inside the package, e.g. tflm_ops.toml)."""
-    return Path(edgeq.__file__).resolve().parent / "data" / name
+    return _package() / "data" / name
+
+
+def _package() -> Path:
+    """The installed ``edgeq`` folder: this module's own (read at call time, so a test can
+    point it at a fake install; importing the package here would make a cycle)."""
+    return Path(__file__).resolve().parent

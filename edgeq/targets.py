@@ -10,27 +10,20 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from edgeq.errors import TargetError
 from edgeq.resources import data_dir
+from edgeq.toml_fields import SCHEMA_VERSION, Fields, read_toml
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
-SCHEMA_VERSION = 1
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._+-]{0,63}$")
-_FLAG_RE = re.compile(r"^-[A-Za-z0-9_=+.,:/-]+$")
 _KERNELS = ("cmsis_nn", "esp_nn", "reference")
 # "ecosystem": the build system brings its own compiler and CPU flags (ESP-IDF, Arduino,
 # Zephyr, PlatformIO, pico-sdk); ``cpu`` then only informs.
 _TOOLCHAINS = ("arm-none-eabi", "host", "ecosystem")
-_BOARD_RE = re.compile(r"^[a-z0-9][a-z0-9_./@+-]{0,63}$")
+BOARD_RE = re.compile(r"^[a-z0-9][a-z0-9_./@+-]{0,63}$")
 _PROJECT_KEY_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _FLOAT_ABIS = ("soft", "softfp", "hard")
 _CMSIS_PATHS = ("none", "dsp", "mve", "any")
@@ -154,72 +147,9 @@ class Board:
         return {k: v for k, v in vars(self).items() if k != "extra"}
 
 
-class _Fields:
-    """Pops typed fields from a TOML table; whatever is left over is an unknown key."""
-
-    def __init__(self, table: dict[str, Any], where: str) -> None:
-        self.table = dict(table)
-        self.where = where
-
-    def fail(self, key: str, why: str) -> TargetError:
-        return TargetError(f"{self.where}: field '{key}' {why}", hint="see targets/*.toml shipped with edgeq for the format")
-
-    def get(self, key: str, kind: type | tuple[type, ...], default: Any = ..., check: Callable[[Any], bool] | None = None, why: str = "") -> Any:
-        if key not in self.table:
-            if default is ...:
-                raise self.fail(key, "is required")
-            return default
-        value = self.table.pop(key)
-        if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
-            names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
-            raise self.fail(key, f"must be {names}, got {type(value).__name__} {value!r}")
-        if check is not None and not check(value):
-            raise self.fail(key, f"{why} (got {value!r})")
-        return value
-
-    def size(self, key: str, default: Any = ..., minimum: int = 0) -> int | None:
-        return self.get(key, int, default, lambda v: v >= minimum, f"must be an integer >= {minimum}")
-
-    def flags(self, key: str) -> tuple[str, ...]:
-        values = self.get(key, list, [])
-        for v in values:
-            if not isinstance(v, str) or not _FLAG_RE.match(v):
-                raise self.fail(key, f"has an invalid compiler flag {v!r} (expected e.g. '-O2', '-ffunction-sections')")
-        return tuple(values)
-
-    def done(self) -> None:
-        if self.table:
-            unknown = ", ".join(sorted(self.table))
-            raise TargetError(f"{self.where}: unknown field(s): {unknown}", hint="check the spelling; unknown keys are errors so typos cannot pass silently")
-
-
-MAX_TOML_BYTES = 1 << 20  # a real target or board file is a few KB
-
-
-def _read_toml(path: Path) -> dict[str, Any]:
-    """Parse one definition file; a user's --targets-dir is untrusted: bound its size and depth."""
-    try:
-        if not path.is_file():
-            raise TargetError(f"{path}: not a regular file", hint="target definitions are <name>.toml files")
-        if path.stat().st_size > MAX_TOML_BYTES:
-            raise TargetError(f"{path}: {path.stat().st_size:,} bytes is too large for a target definition "
-                              f"(limit {MAX_TOML_BYTES:,})", hint="a target file holds a few tables of settings")
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TargetError(f"{path}: cannot read ({exc})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise TargetError(f"{path}: invalid TOML ({exc})") from None
-    except RecursionError:  # tomllib recurses once per nesting level
-        raise TargetError(f"{path}: invalid TOML (nested too deeply)", hint="target files use flat tables") from None
-    version = doc.pop("schema_version", None)
-    if version != SCHEMA_VERSION:
-        raise TargetError(f"{path}: field 'schema_version' must be {SCHEMA_VERSION}, got {version!r}", hint="this edgeq reads schema_version = 1")
-    return doc
-
-
 def parse_target(path: Path) -> Target:
     """Load and validate one target file."""
-    f = _Fields(_read_toml(path), str(path))
+    f = Fields(read_toml(path), str(path))
     name = f.get("name", str, path.stem, lambda v: bool(_NAME_RE.match(v)), "must be lower-case letters, digits, '.', '_', '+', '-'")
     if name != path.stem:
         raise f.fail("name", f"must match the file name '{path.stem}' (got {name!r})")
@@ -231,7 +161,7 @@ def parse_target(path: Path) -> Target:
     if fpu == "none":
         fpu = None
     arena_table = f.get("arena", dict, {})
-    a = _Fields(arena_table, f"{path} [arena]")
+    a = Fields(arena_table, f"{path} [arena]")
     arena = ArenaRule(
         scale_percent=a.size("scale_percent", 0),
         headroom_bytes=a.size("headroom_bytes", 0),
@@ -258,10 +188,10 @@ def parse_target(path: Path) -> Target:
         runtime_code_bytes=f.size("runtime_code_bytes", 0),
         runtime_ram_bytes=f.size("runtime_ram_bytes", 0),
         arena=arena,
-        boards=tuple(f.get("boards", list, [], lambda v: all(isinstance(b, str) and _BOARD_RE.match(b) for b in v), "must be a list of board names")),
+        boards=tuple(f.get("boards", list, [], lambda v: all(isinstance(b, str) and BOARD_RE.match(b) for b in v), "must be a list of board names")),
         source=str(path),
         psram_bytes=f.size("psram_bytes", None, 1),
-        default_board=f.get("default_board", str, None, lambda v: bool(_BOARD_RE.match(v)), "must be a board name like 'mps2/an385'"),
+        default_board=f.get("default_board", str, None, lambda v: bool(BOARD_RE.match(v)), "must be a board name like 'mps2/an385'"),
         project=_project_table(f.get("project", dict, {}), f"{path} [project]"),
         missing_ops=tuple(f.get("missing_ops", list, [], lambda v: all(isinstance(m, str) and re.match(r"^Add[A-Za-z0-9]+$", m) for m in v),
                                 "must be a list of MicroMutableOpResolver method names like 'AddReverseV2'")),
@@ -334,8 +264,8 @@ def load_target(name: str, *, targets_dir: Path | None = None) -> Target:
 
 def parse_board(path: Path) -> Board:
     """Load and validate one ``board.toml``."""
-    f = _Fields(_read_toml(path), str(path))
-    mem = _Fields(f.get("memory", dict), f"{path} [memory]")
+    f = Fields(read_toml(path), str(path))
+    mem = Fields(f.get("memory", dict), f"{path} [memory]")
     flash_origin = mem.size("flash_origin")
     board = Board(
         name=f.get("name", str, path.parent.name, lambda v: v == path.parent.name, f"must match the folder name '{path.parent.name}'"),
@@ -379,4 +309,4 @@ def load_board(name: str, *, target: Target | None = None) -> Board:
     return board
 
 
-__all__ = ["ArenaRule", "Board", "Target", "SCHEMA_VERSION", "list_targets", "load_target", "load_board", "list_boards", "parse_target", "parse_board", "user_target_dirs"]
+__all__ = ["ArenaRule", "Board", "Target", "SCHEMA_VERSION", "BOARD_RE", "list_targets", "load_target", "load_board", "list_boards", "parse_target", "parse_board", "user_target_dirs"]

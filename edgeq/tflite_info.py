@@ -12,7 +12,6 @@ becomes a ``ModelError``.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -167,24 +166,3 @@ def read_tflite(path: str | Path) -> tuple[bytes, ModelInfo]:
         return data, parse(data)
     except ModelError as exc:
         raise ModelError(f"{p}: {exc.message}", exc.hint) from None
-
-
-def inspect(path: str | Path, *, micro: bool = True) -> dict[str, Any]:
-    """Describe a .tflite: tensors, ops, I/O, integer-ness, and (with ``micro``) TFLM support and arena.
-
-    Returns a plain dict because it is a report, not something code builds on; code that
-    needs the structure calls ``read_tflite``. Always valid JSON: ``parse`` refuses
-    non-finite scales, and the document is checked for NaN/Infinity before it is returned.
-    """
-    data, info = read_tflite(path)
-    doc: dict[str, Any] = {"schema_version": 1, "kind": "inspect", "path": str(path), **info.to_dict()}
-    if micro:
-        from edgeq.micro import check_micro
-
-        doc["micro"] = check_micro(data, info, strict=False).to_dict()
-    try:
-        json.dumps(doc, allow_nan=False)
-    except ValueError:
-        raise ModelError(f"{path}: the model holds a value JSON cannot represent (NaN or infinity)",
-                         hint="re-export the model with the TFLite converter") from None
-    return doc

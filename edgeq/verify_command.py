@@ -68,10 +68,10 @@ def verify_command(
 ) -> None:
     """Build the project against real TFLM (the TFLM library is compiled once per CPU and cached),
     run it under QEMU (or natively for host) and check its output against the TFLM reference."""
-    from edgeq.cli import set_debug
+    from edgeq.context import run_context
 
-    set_debug(debug)
-    from edgeq import __version__
+    run_context().note_debug(debug)
+    from edgeq.version import __version__
     from edgeq.codegen.verify import verify
 
     result = verify(project_dir, tflm_dir=tflm_dir, board=board, timeout=timeout, find_min_arena=find_min_arena, jobs=jobs)

@@ -9,6 +9,7 @@ in its name, and each edgeq run first removes the ones whose owner is gone.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import re
@@ -28,6 +29,27 @@ def _alive(pid: int) -> bool:
     except PermissionError:  # someone else's process: alive
         return True
     return True
+
+
+def own_temp_root() -> Path:
+    """Point this process's ``tempfile`` at a folder of its own, ``edgeq-run.p<pid>.*``.
+
+    Why: libraries write temporary files edgeq does not name (TensorFlow's autograph
+    leaves two ``__autograph_generated_file*.py`` per conversion, removed only at a clean
+    exit). Inside a folder named with our PID, what a SIGKILL leaves is removed by the
+    next run's ``sweep_stale`` like every other edgeq folder. Child processes keep the
+    real ``$TMPDIR``; a forked child leaves with ``os._exit`` and runs no atexit hook.
+    """
+    root = Path(tempfile.mkdtemp(prefix=f"edgeq-run.p{os.getpid()}."))
+    previous = tempfile.tempdir
+
+    def remove() -> None:
+        tempfile.tempdir = previous
+        shutil.rmtree(root, ignore_errors=True)
+
+    atexit.register(remove)
+    tempfile.tempdir = str(root)
+    return root
 
 
 def make_temp_dir(purpose: str) -> Path:
@@ -73,4 +95,4 @@ def sweep_stale(root: str | Path | None = None) -> list[str]:
     return removed
 
 
-__all__ = ["make_temp_dir", "temp_dir", "sweep_stale"]
+__all__ = ["make_temp_dir", "own_temp_root", "temp_dir", "sweep_stale"]

@@ -145,9 +145,10 @@ def quantize_model(name: str, root: Path) -> CorpusModel:
 def build_project(model: CorpusModel, target: str, board: str | None, out: Path) -> Path:
     """``edgeq.build`` the firmware project of ``model`` for ``target`` (and QEMU ``board``)."""
     import edgeq
+    from edgeq.firmware_step import FirmwareOptions
 
     edgeq.build(model.tflite, target=target, out=out, name=model.name, eval_data=model.eval_data,
-                firmware={"board": board}, force=True)
+                firmware=FirmwareOptions(board=board), force=True)
     return out
 
 

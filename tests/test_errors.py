@@ -134,7 +134,7 @@ def test_every_command_turns_an_unexpected_exception_into_exit_3(tmp_path: Path)
         "build": ("edgeq.pipeline:load_model", "build", keras_file, "--out", tmp_path / "out", "-c", "random"),
         "quantize": ("edgeq.pipeline:load_model", "quantize", keras_file, "-o", tmp_path / "q.tflite"),
         "compare": ("edgeq.compare:load_model", "compare", keras_file),
-        "inspect": ("edgeq.tflite_info:inspect", "inspect", tfl),
+        "inspect": ("edgeq.inspection:inspect", "inspect", tfl),
         "emit": ("edgeq.codegen.emit:emit", "emit", tfl, "--out", tmp_path / "src"),
         "targets": ("edgeq.targets:list_targets", "targets"),
         "bench": ("edgeq.bench.runner:bench", "bench", tfl, "--host", "local"),

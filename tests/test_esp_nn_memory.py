@@ -94,10 +94,10 @@ def branches_model() -> Path:
 
 
 def test_branches_model() -> None:
-    from edgeq.codegen.cmsis_memory import _ops
+    from edgeq.codegen.cmsis_memory import tflite_ops
 
     data = branches_model().read_bytes()
-    names = [op.name for op in _ops(data)]
+    names = [op.name for op in tflite_ops(data)]
     assert names == ["QUANTIZE", "DEPTHWISE_CONV_2D", "CONV_2D", "CONV_2D", "DEPTHWISE_CONV_2D", "DEPTHWISE_CONV_2D",
                      "CONV_2D", "DEPTHWISE_CONV_2D", "RESHAPE", "FULLY_CONNECTED", "SOFTMAX", "QUANTIZE"], names
     scratch_ops = 8  # 4 depthwise + 3 conv + softmax, each with NodeData and (on S3) a scratch buffer

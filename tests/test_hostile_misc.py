@@ -77,6 +77,29 @@ def test_emit_labels_that_are_a_folder_or_binary_are_clean_errors(tmp_path: Path
     assert not (tmp_path / "o").exists()
 
 
+def test_escape_sequences_in_paths_never_reach_the_summary(tmp_path: Path, example_tflite: Path) -> None:
+    out = tmp_path / "e\x1b[2Jx[/]\x1b]0;title\x07"
+    r = run_edgeq("emit", example_tflite, "--name", "m", "-o", out)
+    assert r.code == 0, r.stderr
+    assert "\x1b" not in r.stdout and "\x07" not in r.stdout and "\x1b" not in r.stderr
+    assert "ex[/]" in r.stdout  # shown, stripped, not read as rich markup
+    assert out.is_dir()
+
+
+def test_what_libraries_leave_in_tmpdir_after_a_kill_is_swept(tmp_path: Path) -> None:
+    """TensorFlow's autograph files survive a SIGKILL; inside our PID-named run folder they do not."""
+    code = ("import os, tempfile\nfrom edgeq.workdir import own_temp_root\nroot = own_temp_root()\n"
+            "fd, name = tempfile.mkstemp(suffix='.py', prefix='__autograph_generated_file')\n"
+            "print(root, name, flush=True)\nos.kill(os.getpid(), 9)\n")
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == -9, proc.stderr
+    root, name = proc.stdout.split()
+    assert Path(name).parent == Path(root) and Path(root).parent == tmp_path and Path(name).exists()
+    assert sweep_stale(tmp_path) == [Path(root).name]
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_stale_temp_folders_of_dead_processes_are_swept(tmp_path: Path) -> None:
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead_pid = int(dead.stdout)

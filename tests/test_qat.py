@@ -30,15 +30,15 @@ def train() -> Samples:
 def export_dispatch() -> Any:
     """Route tf_keras (QAT) models to ``export_qat_for_conversion`` until ``loading`` does it itself.
 
-    ``loading.export_for_conversion`` calls ``model.export(..., input_signature=...)``, which
+    ``export.export_for_conversion`` calls ``model.export(..., input_signature=...)``, which
     only Keras 3 has; the integration adds the same dispatch there, after which this
     fixture patches nothing.
     """
     import edgeq.quantize as quantize
-    from edgeq import loading, qat
+    from edgeq import export, qat
 
     original = quantize.export_for_conversion
-    if "export_qat_for_conversion" in (loading.export_for_conversion.__code__.co_names or ()):
+    if "export_qat_for_conversion" in (export.export_for_conversion.__code__.co_names or ()):
         yield
         return
 

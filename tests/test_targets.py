@@ -147,7 +147,7 @@ def test_packaged_data_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     ).is_dir()
     fake = tmp_path / "site" / "edgeq"
     (fake / "_data" / "targets").mkdir(parents=True)
-    monkeypatch.setattr(edgeq, "__file__", str(fake / "__init__.py"))
+    monkeypatch.setattr(resources, "__file__", str(fake / "resources.py"))
     assert resources.data_dir("targets") == (fake / "_data" / "targets").resolve()
     with pytest.raises(ValueError):
         resources.data_dir("secrets")

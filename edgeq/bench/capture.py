@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
-from edgeq.bench import PROTOCOL_PREFIXES, describe_command
+from edgeq.bench.common import PROTOCOL_PREFIXES, describe_command
 from edgeq.errors import RemoteError
 
 STDOUT_LIMIT = 32 << 20  # the result document: <= 16 MiB of output tensors (base64) + eval predictions

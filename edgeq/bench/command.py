@@ -60,13 +60,13 @@ def bench_command(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
     """Benchmark models on edge Linux devices over SSH: latency, memory, outputs, accuracy."""
-    from edgeq import cli
     from edgeq.bench.report import print_report
     from edgeq.bench.runner import bench
     from edgeq.console import out, print_json, warn
+    from edgeq.context import run_context
     from edgeq.text import one_line
 
-    cli.set_debug(debug)
+    run_context().note_debug(debug)
     report = bench(
         models, hosts=host, user=user, port=port, identity=identity, ssh_config=ssh_config,
         known_hosts=known_hosts, accept_new_host_key=accept_new_host_key, runs=runs, warmup=warmup,

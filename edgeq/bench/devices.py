@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
 
-from edgeq.bench import TEMP_PREFIX, Cancelled, CommandResult, describe_command
+from edgeq.bench.common import TEMP_PREFIX, Cancelled, CommandResult, describe_command
 from edgeq.bench import device_script as ds
 from edgeq.bench.capture import STDERR_LIMIT, STDOUT_LIMIT, Capture, OutputLimitExceeded, limit_error
 from edgeq.bench.protocol import parse_pid, protocol_error

@@ -17,7 +17,7 @@ import math
 import re
 from typing import Any, Optional
 
-from edgeq.bench import CommandResult, command_error, tail
+from edgeq.bench.common import CommandResult, command_error, tail
 from edgeq.bench import device_script as ds
 from edgeq.errors import CalibrationError, EdgeqError, ModelError, RemoteError, ToolMissingError, UserError
 from edgeq.text import one_line, printable, shorten

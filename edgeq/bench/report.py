@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
-from edgeq.bench import CommandResult
+from edgeq.bench.common import CommandResult
 from edgeq.bench import device_script as ds
 from edgeq.bench.protocol import INSTALL_HINT, probe_document
 from edgeq.errors import ToolMissingError
@@ -144,7 +144,7 @@ class BenchReport:
 
     def to_dict(self) -> dict[str, Any]:
         """The versioned JSON document (``--json``): bump SCHEMA_VERSION on breaking changes."""
-        from edgeq import __version__
+        from edgeq.version import __version__
 
         return {
             "schema_version": SCHEMA_VERSION,
@@ -269,13 +269,26 @@ def render_table(report: BenchReport) -> Any:
     return table
 
 
+def _stderr_is_the_same_terminal(console: Any) -> bool:
+    import os
+
+    try:
+        a, b = os.fstat(console.file.fileno()), os.fstat(2)
+        return console.is_terminal and os.isatty(2) and (a.st_dev, a.st_ino, a.st_rdev) == (b.st_dev, b.st_ino, b.st_rdev)
+    except (OSError, ValueError, AttributeError):  # no real file (a test's capture): print them
+        return False
+
+
 def print_report(report: BenchReport, console: Any) -> None:
     """Device summaries then the table, on ``console`` (stdout in the CLI).
 
-    Piped output gets the table's natural width instead of 80 columns of ellipses.
+    Piped output gets the table's natural width instead of 80 columns of ellipses. On a
+    terminal that also shows stderr, the summaries were already printed there as progress,
+    so they are not repeated.
     """
-    for device in report.devices:
-        console.print(device.summary(), markup=False)
+    if not _stderr_is_the_same_terminal(console):
+        for device in report.devices:
+            console.print(device.summary(), markup=False)
     table = render_table(report)
     if not console.is_terminal:
         from rich.console import Console

@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional, Sequence, TypeVar, Union
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from edgeq.bench import Cancelled
+from edgeq.bench.common import Cancelled
 from edgeq.bench import device_script as ds
 from edgeq.bench.devices import Device, LocalDevice, RemoteDevice
 from edgeq.bench.protocol import parse_device_document, parse_progress

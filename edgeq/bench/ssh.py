@@ -23,7 +23,7 @@ from typing import Any, Callable, Optional
 
 import paramiko
 
-from edgeq.bench import Cancelled, CommandResult, command_error, describe_command, tail
+from edgeq.bench.common import Cancelled, CommandResult, command_error, describe_command, tail
 from edgeq.bench.capture import STDERR_LIMIT, STDOUT_LIMIT, Capture, OutputLimitExceeded, limit_error
 from edgeq.bench.ssh_config import (DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEPALIVE, SSHTarget, load_known_hosts,
                                     record_host_key, resolve_target, split_host)

@@ -38,17 +38,20 @@ class CmsisExtra:
 
 
 @dataclass(frozen=True)
-class _Op:
+class OpShape:
     name: str
     inputs: tuple[tuple[tuple[int, ...], bool], ...]  # (shape, is_constant) per input
     output: tuple[int, ...]
 
 
-def _align(n: int, a: int) -> int:
+def align_up(n: int, a: int) -> int:
+    """``n`` rounded up to a multiple of ``a`` (CMSIS-NN and ESP-NN align their buffers so)."""
     return -(-n // a) * a
 
 
-def _ops(tflite: bytes) -> list[_Op]:
+def tflite_ops(tflite: bytes) -> list[OpShape]:
+    """Every operator of every subgraph, in order, with its input shapes (and which are
+    constant) and its first output's shape: what the kernels' buffer sizes depend on."""
     from ai_edge_litert import schema_py_generated as schema
 
     names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_") and isinstance(v, int)}
@@ -62,7 +65,7 @@ def _ops(tflite: bytes) -> list[_Op]:
         buffer = model.Buffers(index)
         return buffer.DataLength() > 0 or buffer.Size() > 0  # Size(): data outside the flatbuffer (>2 GB models)
 
-    ops: list[_Op] = []
+    ops: list[OpShape] = []
     for s in range(model.SubgraphsLength()):
         sg = model.Subgraphs(s)
         for o in range(sg.OperatorsLength()):
@@ -76,23 +79,23 @@ def _ops(tflite: bytes) -> list[_Op]:
                 inputs.append((tuple(int(d) for d in t.ShapeAsNumpy()) if t.ShapeLength() else (), constant(t)))
             outs = op.OutputsAsNumpy() if not op.OutputsIsNone() else []
             out_shape = tuple(int(d) for d in sg.Tensors(int(outs[0])).ShapeAsNumpy()) if len(outs) and sg.Tensors(int(outs[0])).ShapeLength() else ()
-            ops.append(_Op(names.get(codes[op.OpcodeIndex()], "?"), tuple(inputs), out_shape))
+            ops.append(OpShape(names.get(codes[op.OpcodeIndex()], "?"), tuple(inputs), out_shape))
     return ops
 
 
-def _op_extra(op: _Op, variant: str) -> tuple[int, int]:
+def _op_extra(op: OpShape, variant: str) -> tuple[int, int]:
     """(scratch, persistent) bytes one op needs on ``variant``; see the module docstring."""
     ins = op.inputs
     shape = lambda k: ins[k][0] if len(ins) > k else ()  # noqa: E731
     if op.name == "CONV_2D" and len(shape(1)) == 4:
         _, kh, kw, cin = shape(1)
-        return 4 * _align(kh * kw * cin, 16), 0
+        return 4 * align_up(kh * kw * cin, 16), 0
     if op.name == "DEPTHWISE_CONV_2D" and len(shape(1)) == 4 and len(shape(0)) == 4:
         _, kh, kw, cout = shape(1)
         cin = shape(0)[3]
         if variant == "mve":
             if cin == 1 and cout > 1:
-                return 4 * _align(kh * kw, 16) + kh * kw * cout, 0
+                return 4 * align_up(kh * kw, 16) + kh * kw * cout, 0
             return (4 * _CH_IN_BLOCK_MVE * kh * kw if cin == cout else 0), 0
         if variant == "dsp":
             return (2 * cin * kh * kw if cin == cout else 0), 0
@@ -120,7 +123,7 @@ def cmsis_nn_extra(tflite: bytes, variant: str) -> CmsisExtra:
     if variant not in VARIANTS:
         raise ValueError(f"unknown CMSIS-NN variant {variant!r}")
     chosen = ("none", "dsp", "mve") if variant == "any" else (variant,)
-    ops = _ops(tflite)
+    ops = tflite_ops(tflite)
     best = CmsisExtra(0, 0)
     for v in chosen:
         extras = [_op_extra(op, v) for op in ops]
@@ -130,4 +133,4 @@ def cmsis_nn_extra(tflite: bytes, variant: str) -> CmsisExtra:
     return best
 
 
-__all__ = ["CmsisExtra", "VARIANTS", "cmsis_nn_extra"]
+__all__ = ["CmsisExtra", "OpShape", "VARIANTS", "align_up", "cmsis_nn_extra", "tflite_ops"]

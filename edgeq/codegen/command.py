@@ -20,12 +20,6 @@ class Lang(str, Enum):
     cpp = "cpp"
 
 
-def _set_debug(debug: bool) -> None:
-    from edgeq.cli import set_debug
-
-    set_debug(debug)
-
-
 def emit_command(
     model: Annotated[Path, typer.Argument(help="The .tflite model to turn into C/C++ sources.", show_default=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the sources into (created if missing).", show_default=False)],
@@ -43,12 +37,14 @@ def emit_command(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
 ) -> None:
     """Write <name>_model_data.h/.cc, <name>_model_settings.h and <name>_op_resolver.h for a .tflite."""
-    _set_debug(debug)
+    from edgeq.context import run_context
+
+    run_context().note_debug(debug)
     from edgeq.codegen.emit import emit  # light: emit() starts TFLM's arena measurement first
 
     result = emit(model, out=out, name=name, lang=lang.value, section=section, namespace=namespace, labels=labels,
                   force=force, target=target, targets_dir=targets_dir, dry_run=dry_run, arena_bytes=arena_bytes)
-    from edgeq.console import out as stdout, print_json, warn
+    from edgeq.console import cell, out as stdout, print_json, warn
 
     for message in result.warnings:
         warn(message)
@@ -60,13 +56,13 @@ def emit_command(
     from rich.table import Table
 
     verb = "would write" if dry_run else "wrote"
-    table = Table(title=f"edgeq emit: {result.name} → {result.out_dir} ({verb})", title_justify="left")
+    table = Table(title=cell(f"edgeq emit: {result.name} → {result.out_dir} ({verb})"), title_justify="left")
     table.add_column("file")
     table.add_column("action")
     for a in result.write.actions:
-        table.add_row(a.path, a.action)
+        table.add_row(cell(a.path), cell(a.action))
     stdout.print(table)
-    stdout.print(f"ops ({len(result.ops)}): {', '.join(result.ops)}", markup=False)
+    stdout.print(cell(f"ops ({len(result.ops)}): {', '.join(result.ops)}"))
     if result.arena.host_bytes is not None:
         stdout.print(f"k{_camel(result.name)}TensorArenaSize = {result.arena.target_bytes} ({result.target}: {result.arena.rule})", markup=False)
 

@@ -57,7 +57,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edgeq.codegen.cmsis_memory import _align, _ops
+from edgeq.codegen.cmsis_memory import align_up, tflite_ops
 
 VARIANTS = ("generic", "esp32s3")
 _V1_1 = "1.1"  # esp-nn v1.1.1 ... v1.2.0
@@ -69,7 +69,7 @@ _INT8 = 9  # TensorType.INT8 in the TFLite schema
 
 @dataclass(frozen=True)
 class _Facts:
-    """What ``cmsis_memory._Op`` does not carry: tensor types and conv options."""
+    """What ``cmsis_memory.OpShape`` does not carry: tensor types and conv options."""
 
     in_type: int
     out_type: int
@@ -81,7 +81,7 @@ class _Facts:
 
 
 def _facts(tflite: bytes) -> list[_Facts]:
-    """Per operator, in ``cmsis_memory._ops`` order: I/O types and conv/depthwise options."""
+    """Per operator, in ``cmsis_memory.tflite_ops`` order: I/O types and conv/depthwise options."""
     from ai_edge_litert import schema_py_generated as schema
 
     model = schema.Model.GetRootAs(tflite, 0)
@@ -175,9 +175,9 @@ def depthwise_scratch_esp32s3(version: str, *, in_w: int, in_h: int, ch: int, f_
         return 2 * filter_size + 2 * in_w * f_h * ch + 32
     if version == _V1_2 and ch_mult == 1 and ch > 3:
         padded = (ch + 7) & ~7
-        input_start = _align(f_w * f_h * padded * 2, 16)
-        out_start = _align(input_start + in_w * in_h * padded * 2, 16)
-        bias_start = _align(out_start + out_w * out_h * padded, 16)
+        input_start = align_up(f_w * f_h * padded * 2, 16)
+        out_start = align_up(input_start + in_w * in_h * padded * 2, 16)
+        bias_start = align_up(out_start + out_w * out_h * padded, 16)
         return bias_start + 3 * padded * 4 + 16
     if ch_mult % 4 == 0:
         return 2 * (filter_size + in_w * in_h * ch) + 32
@@ -219,14 +219,14 @@ def esp_nn_extra(tflite: bytes, variant: str) -> int:
     kernels' arena on ``variant`` (``generic`` = ESP32, ``esp32s3``)."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown ESP-NN variant {variant!r} (expected one of {VARIANTS})")
-    ops = _ops(tflite)
+    ops = tflite_ops(tflite)
     facts = _facts(tflite)
     if len(ops) != len(facts):  # pragma: no cover - both walk the same flatbuffer
         raise ValueError("operator lists disagree")
     best = 0
     for version in (_V1_1, _V1_2):
         costs = [_op_cost(op, f, variant, version) for op, f in zip(ops, facts)]
-        scratch = max((_align(s, 16) for s, _ in costs), default=0)
+        scratch = max((align_up(s, 16) for s, _ in costs), default=0)
         best = max(best, scratch + sum(p for _, p in costs))
     return best
 

@@ -32,7 +32,7 @@ from edgeq.codegen.jinja import render
 from edgeq.codegen.sources import (LITERT_FALLBACK, PSEUDO_RANDOM_SEED, TFLM_REFERENCE, SourceOptions, base_context,
                                    model_sources, pseudo_random_input, sample_source)
 from edgeq.errors import TargetError, UnsupportedOpError
-from edgeq.targets import _BOARD_RE, Board, Target, load_board
+from edgeq.targets import BOARD_RE, Board, Target, load_board
 from edgeq.tflite_info import ModelInfo
 
 BOARD_DIR = "board"
@@ -110,7 +110,7 @@ def resolve_board(target: Target, board: str | None, *, own_budgets: bool = Fals
                               hint="drop --board, or pick another target (`edgeq targets`)")
         return None, None, []
     name = board or target.default_board
-    if name is None or not _BOARD_RE.match(name):
+    if name is None or not BOARD_RE.match(name):
         raise TargetError(f"invalid board name {name!r}", hint="use the ecosystem's board id, e.g. mps2/an385")
     warnings = []
     if name != target.default_board and not own_budgets:

@@ -20,7 +20,7 @@ from typing import Any
 import jinja2
 import jinja2.bccache
 
-from edgeq import __version__
+from edgeq.version import __version__
 from edgeq.codegen.filters import FILTERS
 from edgeq.resources import data_dir
 

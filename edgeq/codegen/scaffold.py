@@ -28,9 +28,10 @@ from functools import cached_property
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable
 
-from edgeq import __version__, outdir
+from edgeq import outdir
 from edgeq.codegen.jinja import list_templates, render
 from edgeq.errors import OutputExistsError
+from edgeq.version import __version__
 
 MANIFEST = ".edgeq-manifest.json"
 ROLES = ("model", "scaffold")

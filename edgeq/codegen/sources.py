@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edgeq import __version__
+from edgeq.version import __version__
 from edgeq.codegen import names
 from edgeq.codegen.arena import ArenaFigure
 from edgeq.codegen.c_array import format_c_buffer

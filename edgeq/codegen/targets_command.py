@@ -27,9 +27,9 @@ def targets_command(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
 ) -> None:
     """List the build targets: build system, CPU, TFLM kernels, flash/RAM/PSRAM budgets, boards."""
-    from edgeq.cli import set_debug
+    from edgeq.context import run_context
 
-    set_debug(debug)
+    run_context().note_debug(debug)
     from edgeq.console import out as stdout, print_json
     from edgeq.targets import list_targets
 

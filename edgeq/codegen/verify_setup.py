@@ -15,7 +15,6 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import edgeq
 from edgeq.codegen.firmware import EXIT_CODES
 from edgeq.errors import ToolMissingError, UserError
 
@@ -100,7 +99,7 @@ def _is_tree(path: Path) -> bool:
 
 def default_tflm_location() -> Path | None:
     """``../shared/tflm`` next to an edgeq checkout (where edgeq's developers keep trees)."""
-    checkout = Path(edgeq.__file__).resolve().parent.parent
+    checkout = Path(__file__).resolve().parent.parent.parent  # edgeq/codegen/verify_setup.py
     candidate = checkout.parent / "shared" / "tflm"
     return candidate if (checkout / "pyproject.toml").is_file() and candidate.is_dir() else None
 
