@@ -19,6 +19,10 @@ import numpy as np
 
 from edgeq.console import quiet
 from edgeq.errors import ModelError
+from edgeq.text import first_line
+
+#: Lines TensorFlow puts before the one that says what went wrong.
+_TF_CONTEXT = ("Graph execution error", "Detected at node")
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 
@@ -100,16 +104,9 @@ class LoadedModel:
             want = ", ".join(str((self.fixed_batch or "N", *s.shape[1:])) for s in self.inputs)
             raise ModelError(
                 f"{self.path.name} rejected inputs of shape {got} (it expects {want}): "
-                f"{type(exc).__name__}: {_first_line(exc)}",
+                f"{type(exc).__name__}: {first_line(exc, skip=_TF_CONTEXT)}",
                 hint="check that the data matches the model's input shape and dtype",
             ) from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    useful = [ln for ln in lines if not ln.startswith(("Graph execution error", "Detected at node"))]
-    return (useful or lines or [type(exc).__name__])[0][:300]
 
 
 def natural_key(name: str) -> list[Any]:
@@ -269,7 +266,7 @@ def unroll_recurrent(model: Any, fname: str) -> Any:
         names = ", ".join(f"'{layer.name}' ({type(layer).__name__})" for layer in layers)
         raise ModelError(
             f"{fname}: recurrent layer(s) {names} must be unrolled for int8 conversion, and rebuilding the model "
-            f"unrolled failed ({type(exc).__name__}: {_first_line(exc)})",
+            f"unrolled failed ({type(exc).__name__}: {first_line(exc, skip=_TF_CONTEXT)})",
             hint="build the layer with unroll=True (the sequence length is fixed on a microcontroller)",
         ) from None
     info(f"unrolled {', '.join(layer.name for layer in layers)} over the fixed sequence length "

@@ -179,7 +179,7 @@ class MicroRun:
         run = cls.__new__(cls)
         run.info, run._bisect, run._outputs, run._tmp = None, False, False, None
         request = {"bisect": bisect, "max_tensor_bytes": max_tensor_bytes()}
-        run._proc = _ForkedChild(lambda: json.dumps(_micro_worker.measure_model(data, request)))
+        run._proc = ForkedChild(lambda: json.dumps(_micro_worker.measure_model(data, request)))
         return run
 
     def _spawn(self, request: dict[str, Any]) -> None:
@@ -249,10 +249,6 @@ class MicroRun:
             self._cleanup()
         minimal = reply["bisected_bytes"]
         return MicroResult(True, True, (), ops, None if minimal is None else int(minimal), reply["reported_bytes"], outputs)
-
-
-#: The forked child's class under the name tests spy on (see ``edgeq.isolate``).
-_ForkedChild = ForkedChild
 
 
 def _tail(text: str, lines: int = 6) -> str:

@@ -25,6 +25,7 @@ from edgeq.errors import ModelError, UserError
 from edgeq.export import export_qat_for_conversion  # re-exported: QAT's export, kept with the others
 from edgeq.loading import LoadedModel, tf_module, unroll_recurrent
 from edgeq.qat_loss import loss_name, prepare_targets, resolve_losses, saved_loss, task_of
+from edgeq.text import first_line
 
 __all__ = ["QatConfig", "QatResult", "qat_finetune", "qat_train", "resolve_loss", "saved_loss", "tf_keras_model",
            "export_qat_for_conversion", "is_tf_keras_model"]
@@ -137,7 +138,7 @@ def qat_train(
             )
     except (ValueError, TypeError) as exc:  # tf_keras raises these for labels/shapes that do not fit
         raise UserError(
-            f"QAT training on {model.path.name} failed: {type(exc).__name__}: {_first_line(exc)}",
+            f"QAT training on {model.path.name} failed: {type(exc).__name__}: {first_line(exc)}",
             hint="check that the labels fit the outputs and the loss ("
             + "; ".join(notes) + "); name the loss with --loss",
         ) from None
@@ -145,11 +146,6 @@ def qat_train(
     name = ", ".join(loss_name(v) for v in losses) if not single else loss_name(losses[0])
     return QatResult(_as_loaded(model, qmodel), name, source, losses_per_epoch, rebuilt, len(train),
                      task_of(losses), tuple(notes), annotation.to_dict())
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    return (lines or [type(exc).__name__])[0][:300]
 
 
 def _check_args(model: LoadedModel, train: Samples, epochs: int, batch_size: int, learning_rate: float) -> None:

@@ -54,4 +54,13 @@ def one_line(text: object, width: int = 200) -> str:
     return shorten(" ".join(printable(text, keep="").split()), width)
 
 
-__all__ = ["printable", "shorten", "one_line"]
+def first_line(exc: BaseException, *, skip: tuple[str, ...] = ()) -> str:
+    """An exception's first non-blank line (at most 300 characters) for a one-line error
+    message: native libraries raise with pages of context. Lines starting with ``skip`` are
+    passed over unless nothing else is left; an empty message gives the exception's type."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    useful = [ln for ln in lines if not ln.startswith(skip)] if skip else lines
+    return (useful or lines or [type(exc).__name__])[0][:300]
+
+
+__all__ = ["printable", "shorten", "one_line", "first_line"]

@@ -24,6 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from edgeq.errors import ModelError
+from edgeq.text import first_line
 from edgeq.tflite_info import ModelInfo, TensorInfo
 
 
@@ -112,7 +113,7 @@ def litert_smoke(data: bytes) -> str:
             interp.tensor(d["index"])().fill(0)  # in place: nothing allocated from the shapes
         interp.invoke()
     except Exception as exc:  # LiteRT raises RuntimeError/ValueError with its own message
-        return json.dumps({"ok": False, "stage": stage, "error": _first_line(exc)})
+        return json.dumps({"ok": False, "stage": stage, "error": first_line(exc)})
     return json.dumps({"ok": True, "stage": "", "error": ""})
 
 
@@ -155,11 +156,6 @@ def check_litert(data: bytes, sha256: str, *, label: str = "") -> None:
     _litert_ok.add(sha256)
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    return (lines[0] if lines else type(exc).__name__)[:300]
-
-
 class ReferenceRunner:
     """LiteRT interpreter with reference kernels, addressed in the model's signature order."""
 
@@ -177,7 +173,7 @@ class ReferenceRunner:
             )
             self.interp.allocate_tensors()
         except Exception as exc:
-            raise ModelError(f"LiteRT cannot load the model: {_first_line(exc)}") from None
+            raise ModelError(f"LiteRT cannot load the model: {first_line(exc)}") from None
         self.info = info
         self.in_perm = self._perm(info.inputs, in_names, "inputs")
         self.out_perm = self._perm(info.outputs, out_names, "outputs")
@@ -228,7 +224,7 @@ class ReferenceRunner:
                 for j, idx in enumerate(self._out_idx):
                     outs[j].append(self.interp.get_tensor(idx).copy())
         except (RuntimeError, ValueError) as exc:  # LiteRT's kernel and shape errors
-            raise ModelError(f"LiteRT failed running the model on sample {i}: {_first_line(exc)}",
+            raise ModelError(f"LiteRT failed running the model on sample {i}: {first_line(exc)}",
                              hint="check that the data matches the model's inputs") from None
         # Stacked along a new axis unless every output already has a batch dimension of 1,
         # so the first dimension counts samples whatever the model's output shapes are.

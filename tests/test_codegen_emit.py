@@ -256,7 +256,8 @@ def test_forked_measurement_equals_the_worker(tiny: Path, mobilenet: Path, examp
     require_module("tflite_micro")
     from edgeq.codegen import arena
     from edgeq.errors import ModelError
-    from edgeq.micro import MicroRun, _ForkedChild
+    from edgeq.isolate import ForkedChild as _ForkedChild
+    from edgeq.micro import MicroRun
 
     import threading
 
@@ -286,7 +287,7 @@ def test_failed_emit_leaves_no_child(tiny: Path, tmp_path: Path) -> None:
     require_module("tflite_micro")
     import threading
 
-    from edgeq.micro import _ForkedChild
+    from edgeq.isolate import ForkedChild as _ForkedChild
 
     for stray in [t for t in threading.enumerate() if t.name == "edgeq-c-array"]:
         stray.join()  # an earlier test's unclaimed prefetch: emit forks only without other threads
