@@ -23,9 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from edgeq.bench import device_script as ds  # noqa: E402
-from edgeq.bench.runner import RemoteDevice  # noqa: E402
-from edgeq.bench.ssh import Connection, resolve_target  # noqa: E402
+from edgeq.remote import device_script as ds  # noqa: E402
+from edgeq.remote.runner import RemoteDevice  # noqa: E402
+from edgeq.remote.ssh import Connection, resolve_target  # noqa: E402
 
 
 def build_model(directory: Path) -> Path:

@@ -85,7 +85,7 @@ def main() -> None:
     data = model.read_bytes()
     mb = len(data) / 1e6
 
-    from edgeq.codegen.c_array import format_c_bytes
+    from edgeq.firmware.c_array import format_c_bytes
 
     work = Path(tempfile.mkdtemp(prefix="edgeq-bench-"))
     try:
@@ -142,7 +142,7 @@ def main() -> None:
 
 
 def _values(path: Path) -> bytes:
-    from edgeq.codegen.c_array import parse_c_bytes
+    from edgeq.firmware.c_array import parse_c_bytes
 
     text = path.read_text()
     return parse_c_bytes(text[text.index("{") + 1 : text.rindex("}")])

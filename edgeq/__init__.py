@@ -14,18 +14,18 @@ __all__ = ["__version__", "build", "quantize", "inspect", "emit", "bench", "veri
 
 if TYPE_CHECKING:  # pragma: no cover
     from edgeq.pipeline import build, quantize
-    from edgeq.inspection import inspect
-    from edgeq.codegen.emit import emit
-    from edgeq.bench.runner import bench
-    from edgeq.codegen.verify import verify
+    from edgeq.check.inspection import inspect
+    from edgeq.firmware.emit import emit
+    from edgeq.remote.runner import bench
+    from edgeq.firmware.verify import verify
 
 _LAZY = {
     "build": "edgeq.pipeline",
     "quantize": "edgeq.pipeline",
-    "inspect": "edgeq.inspection",
-    "emit": "edgeq.codegen.emit",
-    "bench": "edgeq.bench.runner",
-    "verify": "edgeq.codegen.verify",
+    "inspect": "edgeq.check.inspection",
+    "emit": "edgeq.firmware.emit",
+    "bench": "edgeq.remote.runner",
+    "verify": "edgeq.firmware.verify",
 }
 
 

@@ -1,5 +1,5 @@
 """``python -m edgeq``."""
 
-from edgeq.cli import main
+from edgeq.cli.app import main
 
 main()

@@ -17,14 +17,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edgeq.calibration import Samples
+from edgeq.model.calibration import Samples
 from edgeq.console import info, quiet
 from edgeq.errors import EdgeqError, UserError
-from edgeq.loading import LoadedModel, load_model
-from edgeq.micro import check_micro
-from edgeq.quantize import MICRO_INCAPABLE, MODES, QuantSettings, convert
-from edgeq.tflite_info import ModelInfo, parse
-from edgeq.validation import ReferenceRunner, compare
+from edgeq.model.loading import LoadedModel, load_model
+from edgeq.check.micro import check_micro
+from edgeq.quantization.convert import MICRO_INCAPABLE, MODES, QuantSettings, convert
+from edgeq.model.tflite_info import ModelInfo, parse
+from edgeq.check.validation import ReferenceRunner, compare
 
 SCHEMA_VERSION = 1
 #: Inputs sent to TFLM: enough to prove it runs and to measure the arena.

@@ -1,6 +1,6 @@
 """What one edgeq command line knows about itself (today: ``--debug``).
 
-Why a module of its own: ``edgeq.cli.main`` reads it to decide whether an error shows its
+Why a module of its own: ``edgeq.cli.app.main`` reads it to decide whether an error shows its
 traceback, but the commands that receive ``--debug`` live beside their features
 (``compare_command``, ``codegen.command``, ``bench.command``...) and ``cli.py`` imports
 them, so they must not import ``cli.py`` back. Both reach this leaf instead: the CLI

@@ -1,6 +1,6 @@
 """One exception hierarchy for every failure a user can act on.
 
-Library code raises these; only ``edgeq.cli`` turns them into a red line, a hint and an
+Library code raises these; only ``edgeq.cli.app`` turns them into a red line, a hint and an
 exit code. Keeping the mapping in one place is what lets the README promise exit codes.
 """
 

@@ -17,20 +17,20 @@ from typing import TYPE_CHECKING, Any, Iterator
 import numpy as np
 
 from edgeq import outdir
-from edgeq.calibration import Samples, load_samples, random_samples, split_for_validation, warn_if_few
+from edgeq.model.calibration import Samples, load_samples, random_samples, split_for_validation, warn_if_few
 from edgeq.console import info, warn_and_keep
 from edgeq.errors import CalibrationError, GateError, OutputExistsError, UserError
-from edgeq.loading import LoadedModel, load_model
-from edgeq.micro import MicroResult, check_micro, runtime_available
-from edgeq.quantize import MICRO_INCAPABLE, QuantSettings, convert, refuse_uninitialized_variables
+from edgeq.model.loading import LoadedModel, load_model
+from edgeq.check.micro import MicroResult, check_micro, runtime_available
+from edgeq.quantization.convert import MICRO_INCAPABLE, QuantSettings, convert, refuse_uninitialized_variables
 from edgeq.report import BuildReport, render_markdown
-from edgeq.tflite_info import ModelInfo, parse
-from edgeq.validation import ReferenceRunner, ValidationResult, compare, tflm_agreement
+from edgeq.model.tflite_info import ModelInfo, parse
+from edgeq.check.validation import ReferenceRunner, ValidationResult, compare, tflm_agreement
 
 if TYPE_CHECKING:
-    from edgeq.firmware_step import FirmwareOptions
-    from edgeq.layer_report import LayerReport
-    from edgeq.qat import QatConfig
+    from edgeq.firmware.step import FirmwareOptions
+    from edgeq.quantization.layer_report import LayerReport
+    from edgeq.quantization.qat import QatConfig
 
 DEFAULT_SAMPLES = 500
 
@@ -108,7 +108,7 @@ def prepare_data(model: LoadedModel, opts: Options, warnings: list[str]) -> tupl
 
 
 def _run(model_path: str | Path, opts: Options, *, micro_strict: bool) -> _Run:
-    from edgeq import firmware_step
+    from edgeq.firmware import step as firmware_step
 
     settings = opts.settings.validate()
     if opts.samples is not None and opts.samples < 1:
@@ -160,7 +160,7 @@ def _run(model_path: str | Path, opts: Options, *, micro_strict: bool) -> _Run:
     if opts.layer_report:
         if eval_s is None or calib is None:
             raise UserError("--layer-report needs calibration and evaluation data")
-        from edgeq.layer_report import layer_report
+        from edgeq.quantization.layer_report import layer_report
 
         layers = layer_report(model, calib, eval_s, settings)
     task = "regression" if eval_s is not None and eval_s.y is None and eval_s.targets else None
@@ -185,7 +185,7 @@ def _qat(
     float_out: list[np.ndarray] | None, ptq: ValidationResult,
 ) -> tuple[bytes, ModelInfo, ValidationResult, Any, Any, dict[str, Any]]:
     """Fine-tune with QAT and convert again; the PTQ figures stay in the report for comparison."""
-    from edgeq.qat import qat_train
+    from edgeq.quantization.qat import qat_train
 
     assert opts.qat is not None
     train = load_samples(opts.qat.train_data, model.inputs, scale=opts.scale, role="training",
@@ -321,11 +321,11 @@ def build(
 ) -> BuildReport:
     """The whole pipeline; writes ``<name>.tflite``, ``report.json``, ``report.md`` (+ firmware) to ``out``.
 
-    ``firmware`` carries the firmware-output options (``edgeq.firmware_step.FirmwareOptions``:
+    ``firmware`` carries the firmware-output options (``edgeq.firmware.step.FirmwareOptions``:
     targets dir, board, lang, budgets…; a dict of the same names is still accepted).
     """
-    from edgeq import firmware_step
-    from edgeq.codegen.names import c_identifier
+    from edgeq.firmware import step as firmware_step
+    from edgeq.firmware.names import c_identifier
 
     model_path = Path(model)
     cname = c_identifier(name or model_path.stem or "model")
@@ -352,7 +352,7 @@ def build(
     with staged_dir(out_dir) as tmp:
         fw = firmware_step.write(tmp, out_dir if out_dir.is_dir() else None, run, **common)
         if run.layers is not None:  # after the mirror of the previous output, which may hold an older chart
-            from edgeq.layer_report import save_chart
+            from edgeq.quantization.layer_report import save_chart
 
             (tmp / "layer_report.png").unlink(missing_ok=True)  # maybe a hard link to the old tree's
             if save_chart(run.layers, tmp / "layer_report.png"):  # only with matplotlib (edgeq[plots])

@@ -25,7 +25,7 @@ class BuildReport:
     out_dir: str | None = None
     warnings: tuple[str, ...] = field(default=())
     qat: dict[str, Any] | None = None
-    layer_report: Any = None  # edgeq.layer_report.LayerReport
+    layer_report: Any = None  # edgeq.quantization.layer_report.LayerReport
     #: "classification", "regression" or None (unknown). Regression reports show error figures,
     #: never top-1 agreement (argmax of a reconstruction means nothing). Inferred when not given:
     #: the QAT losses, else the loss the Keras file was compiled with.
@@ -76,7 +76,7 @@ def infer_task(model: dict[str, Any], qat: dict[str, Any] | None) -> str | None:
         return None
     from pathlib import Path
 
-    from edgeq.qat_loss import compiled_task
+    from edgeq.quantization.qat_loss import compiled_task
 
     return compiled_task(Path(path))
 

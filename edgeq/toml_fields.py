@@ -1,6 +1,6 @@
 """Strict reading of edgeq's TOML definition files (targets, boards, build systems).
 
-Why a module of its own: ``edgeq.targets`` and ``edgeq.build_systems`` both read such
+Why a module of its own: ``edgeq.firmware.targets`` and ``edgeq.firmware.build_systems`` both read such
 files with the same rules (bounded size, a known ``schema_version``, typed fields, no
 unknown keys, every error naming the file and the field), and targets validate against
 build systems, so the shared reader sits below both instead of in one of them.

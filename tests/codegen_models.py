@@ -90,9 +90,9 @@ def mobilenet_025(size: int = 96) -> Path:
 
 def sample_and_reference(tflite: bytes, *, seed: int = 123) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """A deterministic uint8/int8 input and host TFLM's output for it: what a firmware
-    embeds (its reference is TFLM's own output, not LiteRT's; see ``edgeq.validation``)."""
-    from edgeq.micro import host_outputs
-    from edgeq.tflite_info import parse
+    embeds (its reference is TFLM's own output, not LiteRT's; see ``edgeq.check.validation``)."""
+    from edgeq.check.micro import host_outputs
+    from edgeq.model.tflite_info import parse
 
     info = parse(tflite)
     rng = np.random.default_rng(seed)

@@ -77,7 +77,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def example_tflite(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bundled digits example quantized to int8 (uint8 I/O), via the real CLI."""
-    from edgeq.example import example_files
+    from edgeq.cli.example import example_files
 
     model, calib, ev = example_files()
     out = tmp_path_factory.mktemp("example") / "digits.tflite"

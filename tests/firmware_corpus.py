@@ -116,15 +116,13 @@ CORPUS: dict[str, ModelSpec] = {spec.name: spec for spec in (
 
 def quantize_model(name: str, root: Path) -> CorpusModel:
     """Write the corpus model ``name`` as a full-integer .tflite (uint8 I/O) under ``root``."""
-    # edgeq.pipeline's, not ``edgeq.quantize``: once the edgeq.quantize *module* is
-    # imported, that attribute of the package is the module, no longer the function.
     from edgeq.pipeline import quantize
 
     spec = CORPUS[name]
     root.mkdir(parents=True, exist_ok=True)
     tflite = root / f"{name}.tflite"
     if spec.make is None:
-        from edgeq.example import example_files
+        from edgeq.cli.example import example_files
 
         model, calibration, eval_data = example_files()
     else:
@@ -145,7 +143,7 @@ def quantize_model(name: str, root: Path) -> CorpusModel:
 def build_project(model: CorpusModel, target: str, board: str | None, out: Path) -> Path:
     """``edgeq.build`` the firmware project of ``model`` for ``target`` (and QEMU ``board``)."""
     import edgeq
-    from edgeq.firmware_step import FirmwareOptions
+    from edgeq.firmware.step import FirmwareOptions
 
     edgeq.build(model.tflite, target=target, out=out, name=model.name, eval_data=model.eval_data,
                 firmware=FirmwareOptions(board=board), force=True)

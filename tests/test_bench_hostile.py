@@ -29,11 +29,11 @@ try:
     from sshd import Sshd, SshdFactory, sshd_factory  # noqa: F401  (fixture)
 except ImportError:  # tests/ is a package
     from tests.sshd import Sshd, SshdFactory, sshd_factory  # noqa: F401
-from edgeq.bench import CommandResult
-from edgeq.bench import device_script as ds
-from edgeq.bench.capture import LINE_LIMIT, STDERR_LIMIT, STDOUT_LIMIT, Capture, OutputLimitExceeded
-from edgeq.bench.protocol import parse_device_document, parse_pid, parse_progress, probe_document
-from edgeq.bench.report import DeviceInfo
+from edgeq.remote import CommandResult
+from edgeq.remote import device_script as ds
+from edgeq.remote.capture import LINE_LIMIT, STDERR_LIMIT, STDOUT_LIMIT, Capture, OutputLimitExceeded
+from edgeq.remote.protocol import parse_device_document, parse_pid, parse_progress, probe_document
+from edgeq.remote.report import DeviceInfo
 from edgeq.errors import RemoteError, UserError
 from tests.test_bench_remote import CLI, ROOT, _assert_clean, device_pids
 

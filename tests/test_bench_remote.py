@@ -21,7 +21,7 @@ from typing import Iterator
 import numpy as np
 import pytest
 
-from edgeq.bench.runner import bench
+from edgeq.remote.runner import bench
 from edgeq.errors import RemoteError, ToolMissingError
 
 try:
@@ -31,9 +31,9 @@ except ImportError:  # tests/ is a package
 
 ROOT = Path(__file__).resolve().parents[1]
 HOSTILE = "it's \"q\" $(touch pwned) `touch pwned2`; x.tflite"
-# Registers the command the way edgeq/cli.py does, unless cli.py already has it.
+# Registers the command the way edgeq/cli/app.py does, unless the app already has it.
 CLI = [sys.executable, "-c", (
-    "import sys\nimport edgeq.cli as cli\nfrom edgeq.bench.command import bench_command\n"
+    "import sys\nimport edgeq.cli.app as cli\nfrom edgeq.cli.bench import bench_command\n"
     "if not any(c.name == 'bench' or c.callback is bench_command for c in cli.app.registered_commands):\n"
     "    cli.app.command('bench')(bench_command)\ncli.main(sys.argv[1:])\n")]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeq.bench.ssh import Connection, resolve_target
+from edgeq.remote.ssh import Connection, resolve_target
 from edgeq.errors import RemoteError, UserError
 
 try:
@@ -117,7 +117,7 @@ def test_run_returns_streams_and_raises_with_the_tail(server: Sshd, tmp_path: Pa
             conn.run("sleep 30", timeout=0.5)
         cancel = threading.Event()
         threading.Timer(0.3, cancel.set).start()
-        from edgeq.bench import Cancelled
+        from edgeq.remote import Cancelled
 
         with pytest.raises(Cancelled):
             conn.run("sleep 30", cancel=cancel)

@@ -15,12 +15,12 @@ import pytest
 import typer
 
 import edgeq
-from edgeq.bench import CommandResult, command_error, describe_command, tail
-from edgeq.bench import device_script as ds
-from edgeq.bench.command import parse_threads
-from edgeq.bench.report import BenchReport, BenchResult, DeviceInfo, compare_outputs, render_table, with_comparisons
-from edgeq.bench.ssh import split_host
-from edgeq.bench.ssh_config import load_known_hosts, resolve_target
+from edgeq.remote import CommandResult, command_error, describe_command, tail
+from edgeq.remote import device_script as ds
+from edgeq.cli.bench import parse_threads
+from edgeq.remote.report import BenchReport, BenchResult, DeviceInfo, compare_outputs, render_table, with_comparisons
+from edgeq.remote.ssh import split_host
+from edgeq.remote.ssh_config import load_known_hosts, resolve_target
 from edgeq.errors import RemoteError, ToolMissingError, UserError
 from edgeq.text import one_line, printable
 
@@ -144,7 +144,7 @@ def test_json_envelope_contract() -> None:
 
 
 def test_edgeq_bench_stays_callable_after_submodule_imports() -> None:
-    import edgeq.bench.ssh  # noqa: F401  (binds the package to edgeq.bench)
+    import edgeq.remote.ssh  # noqa: F401  (binds the package to edgeq.remote, not to edgeq.bench)
 
     assert callable(edgeq.bench)
     with pytest.raises(UserError):
@@ -155,8 +155,8 @@ def test_command_adapter_passes_options_and_flags_mismatches(monkeypatch: pytest
     """The typer adapter alone: typed keyword arguments in, JSON on stdout, warnings on stderr."""
     from typer.testing import CliRunner
 
-    import edgeq.bench.runner as runner
-    from edgeq.bench.command import bench_command
+    import edgeq.remote.runner as runner
+    from edgeq.cli.bench import bench_command
 
     seen: dict = {}
     bad = dataclasses.replace(_result("q.tflite", "int8", 2.0, 250), output_match=False, output_max_abs_diff=7.0)
@@ -168,7 +168,7 @@ def test_command_adapter_passes_options_and_flags_mismatches(monkeypatch: pytest
     monkeypatch.setattr(runner, "bench", fake_bench)
     app = typer.Typer()
     app.command("bench")(bench_command)
-    app.command("other")(lambda: None)  # two commands: "bench" stays a subcommand, as in edgeq.cli
+    app.command("other")(lambda: None)  # two commands: "bench" stays a subcommand, as in edgeq.cli.app
     done = CliRunner().invoke(app, ["bench", "q.tflite", "--host", "pi", "-H", "local", "--threads", "1,4",
                                     "--no-xnnpack", "--timeout", "3", "--json"])
     assert done.exit_code == 0, done.output

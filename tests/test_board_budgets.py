@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-from edgeq.codegen.arena import measure_host_arena
-from edgeq.codegen.budget import check_budget
+from edgeq.firmware.arena import measure_host_arena
+from edgeq.firmware.budget import check_budget
 from edgeq.errors import BudgetError
-from edgeq.targets import load_target
-from edgeq.tflite_info import parse
+from edgeq.firmware.targets import load_target
+from edgeq.model.tflite_info import parse
 from tests.codegen_models import mobilenet_025
 from tests.conftest import require_module
 

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from edgeq.codegen.firmware import EXIT_CODES, IRQ_COUNT, qemu_command, write_firmware
-from edgeq.codegen.jinja import render
+from edgeq.firmware.project import EXIT_CODES, IRQ_COUNT, qemu_command, write_firmware
+from edgeq.firmware.jinja import render
 from edgeq.errors import TargetError
-from edgeq.targets import Board, Target, load_board, load_target
-from edgeq.tflite_info import read_tflite
+from edgeq.firmware.targets import Board, Target, load_board, load_target
+from edgeq.model.tflite_info import read_tflite
 from tests.codegen_models import sample_and_reference, tiny_cnn
 from tests.tools import require_tool, run, tflm_cache, tflm_dir
 
@@ -162,7 +162,7 @@ def test_project_builds_and_runs_under_qemu(board_name: str, tiny, tmp_path: Pat
     """Acceptance: the generated CMake project with a real TFLM tree, run on the board
     through ``edgeq verify`` (one TFLM library per CPU, from the session's cache): exit 0
     because the output matches, with an arena no larger than the generated one."""
-    from edgeq.codegen.verify import verify
+    from edgeq.firmware.verify import verify
 
     root = tflm_dir("cmsis-nn")
     require_tool("cmake")

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from edgeq.build_systems import load_build_system
-from edgeq.codegen.budget import check_budget
-from edgeq.codegen.firmware import resolve_board
+from edgeq.firmware.build_systems import load_build_system
+from edgeq.firmware.budget import check_budget
+from edgeq.firmware.project import resolve_board
 from edgeq.errors import BudgetError, TargetError
-from edgeq.targets import load_target, parse_target
+from edgeq.firmware.targets import load_target, parse_target
 from tests.test_targets import write
 
 
@@ -89,9 +89,9 @@ def _good(name: str) -> str:
 
 
 def test_ops_missing_from_a_targets_tflm_are_refused() -> None:
-    from edgeq.codegen.firmware import check_target_ops
+    from edgeq.firmware.project import check_target_ops
     from edgeq.errors import UnsupportedOpError
-    from edgeq.tflite_info import parse
+    from edgeq.model.tflite_info import parse
     from tests.codegen_models import tiny_cnn
 
     info = parse(Path(tiny_cnn()).read_bytes())

@@ -1,5 +1,5 @@
 """Every target's generated project, checked offline: one tiny model rendered for every
-target ``edgeq.targets.list_targets()`` knows (so a new target or build system is picked
+target ``edgeq.firmware.targets.list_targets()`` knows (so a new target or build system is picked
 up without touching this file), with a sample, without one, with C model data, and with
 the arena pushed into PSRAM where the target has PSRAM; then
 
@@ -33,11 +33,11 @@ from pathlib import Path
 import pytest
 
 from edgeq import __version__
-from edgeq.build_systems import load_build_system
-from edgeq.codegen.firmware import FirmwareResult, write_firmware
+from edgeq.firmware.build_systems import load_build_system
+from edgeq.firmware.project import FirmwareResult, write_firmware
 from edgeq.resources import data_dir
-from edgeq.targets import Target, list_targets
-from edgeq.tflite_info import read_tflite
+from edgeq.firmware.targets import Target, list_targets
+from edgeq.model.tflite_info import read_tflite
 from tests.codegen_golden import compare, tree
 from tests.codegen_models import sample_and_reference, tiny_cnn
 from tests.conftest import require_module, require_tool, run_edgeq

@@ -13,7 +13,7 @@ from tests.conftest import run_edgeq
 def test_help_does_not_import_tensorflow() -> None:
     code = (
         "import sys\n"
-        "from edgeq.cli import main\n"
+        "from edgeq.cli.app import main\n"
         "try:\n    main(['--help'])\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
         "heavy = [m for m in ('tensorflow', 'keras', 'tf_keras', 'tensorflow_model_optimization') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
@@ -68,7 +68,7 @@ def test_tflm_runtime_present_in_ci() -> None:
 
 def test_inspect_reports_a_model_tflm_refuses(tmp_path: Path) -> None:
     """inspect is a report: a model TFLM cannot run (float16) is described, not an error."""
-    from edgeq.example import example_files
+    from edgeq.cli.example import example_files
 
     model, _, ev = example_files()
     f16 = tmp_path / "f16.tflite"

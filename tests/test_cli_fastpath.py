@@ -11,8 +11,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from edgeq import cli_fastpath
-from edgeq.codegen.command import emit_command
+from edgeq.cli import fastpath as cli_fastpath
+from edgeq.cli.emit import emit_command
 from tests.conftest import run_edgeq
 
 PLAIN = [
@@ -46,16 +46,16 @@ NOT_PLAIN = [
 
 
 def _typer_values(args: list[str], monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    """What typer passes to ``emit_command`` (captured through ``edgeq.codegen.emit.emit``)."""
+    """What typer passes to ``emit_command`` (captured through ``edgeq.firmware.emit.emit``)."""
     seen: dict[str, Any] = {}
 
     def fake_emit(model: Path, **kw: Any) -> Any:
         seen.update(model=model, **kw)
         raise typer.Exit(0)
 
-    import edgeq.codegen.emit
+    import edgeq.firmware.emit
 
-    monkeypatch.setattr(edgeq.codegen.emit, "emit", fake_emit)
+    monkeypatch.setattr(edgeq.firmware.emit, "emit", fake_emit)
     app = typer.Typer()
     app.command("emit")(emit_command)
     app.command("other")(lambda: None)  # a group, like the real app
@@ -75,9 +75,9 @@ def test_fast_path_passes_what_typer_passes(args: list[str], monkeypatch: pytest
         seen.update(model=model, **kw)
         raise typer.Exit(0)
 
-    import edgeq.codegen.emit
+    import edgeq.firmware.emit
 
-    monkeypatch.setattr(edgeq.codegen.emit, "emit", fake_emit)
+    monkeypatch.setattr(edgeq.firmware.emit, "emit", fake_emit)
     with pytest.raises(SystemExit) as exit_info:
         cli_fastpath.run(emit_command, values)
     assert exit_info.value.code == 0
@@ -148,7 +148,7 @@ def test_fast_path_does_not_import_pydantic(tmp_path: Path) -> None:
     from tests.codegen_models import tiny_cnn
 
     code = (
-        "import sys\nfrom edgeq.cli import main\n"
+        "import sys\nfrom edgeq.cli.app import main\n"
         f"try:\n    main(['emit', {str(tiny_cnn())!r}, '--out', {str(tmp_path / 'o')!r}, '--arena-bytes', '2208', '--json'])\n"
         "except SystemExit as e:\n    assert e.code == 0, e.code\n"
         "assert 'pydantic' not in sys.modules\n"

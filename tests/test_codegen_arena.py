@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from edgeq.codegen.cmsis_memory import VARIANTS, cmsis_nn_extra
-from edgeq.targets import load_target
+from edgeq.firmware.cmsis_memory import VARIANTS, cmsis_nn_extra
+from edgeq.firmware.targets import load_target
 from tests.codegen_models import mobilenet_025, tiny_cnn
 
 
 def test_arena_rule_never_below_measurements() -> None:
     """The DESIGN.md measurements (host vs M4F/M3/M55) and edgeq's QEMU runs, under each
     shipped Cortex-M target's rule without the model file (percentage and headroom only)."""
-    from edgeq.codegen.arena import target_arena
+    from edgeq.firmware.arena import target_arena
 
     measured = {  # host: (M4F, M3, M55)
         1184: (772, 772, 916), 7312: (6836, 6836, 7812), 3936: (4052, 4052, 4100), 85024: (82308, 82308, 82356),
@@ -43,7 +43,7 @@ DEVICE_MIN = {  # model: (host minimum, {core: device minimum})
 def test_arena_rule_from_the_bisected_minimum_covers_devices() -> None:
     """Without the model's CMSIS-NN term (which only adds), every Cortex-M target's rule fed the
     bisected host minimum is at or above each device's bisected minimum."""
-    from edgeq.codegen.arena import target_arena
+    from edgeq.firmware.arena import target_arena
 
     for name in ("cortex-m", "cortex-m0plus", "cortex-m3", "cortex-m4", "cortex-m7", "cortex-m33", "cortex-m55"):
         target = load_target(name)
@@ -63,7 +63,7 @@ COVERS = {"cortex-m0plus": ("M3",), "cortex-m3": ("M3",), "cortex-m4": ("M4F",),
 def test_arena_rule_covers_qemu_measurements(which: str) -> None:
     """The full rule (host measured now by tflite-micro + CMSIS-NN term) is never below
     what the firmware measured on the real CPUs, for every Cortex-M target."""
-    from edgeq.codegen.arena import measure_host_arena, target_arena
+    from edgeq.firmware.arena import measure_host_arena, target_arena
 
     data = (tiny_cnn() if which == "tiny" else mobilenet_025()).read_bytes()
     host = measure_host_arena(data)

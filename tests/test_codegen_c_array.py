@@ -8,7 +8,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from edgeq.codegen.c_array import BYTES_PER_LINE, format_c_bytes, format_c_bytes_text, parse_c_bytes
+from edgeq.firmware.c_array import BYTES_PER_LINE, format_c_bytes, format_c_bytes_text, parse_c_bytes
 from tests.tools import require_tool, run
 
 
@@ -92,7 +92,7 @@ def test_head_and_tail_share_the_buffer() -> None:
 def test_prefetch_gives_the_same_text(size: int) -> None:
     """A prefetched body (formatted on another thread) is used by the next call on the
     same object, with the text around it written in place; output never changes."""
-    from edgeq.codegen import c_array
+    from edgeq.firmware import c_array
 
     data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8).tobytes()
     expected = format_c_bytes(data, head=b"const unsigned char x[] = {\n", tail=b"};\n")
@@ -106,7 +106,7 @@ def test_prefetch_gives_the_same_text(size: int) -> None:
 
 
 def test_prefetch_is_only_for_the_same_object() -> None:
-    from edgeq.codegen import c_array
+    from edgeq.firmware import c_array
 
     data = bytes(range(200))
     expected = format_c_bytes(data)

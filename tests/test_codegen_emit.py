@@ -11,12 +11,12 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from edgeq.codegen.command import emit_command
-from edgeq.codegen.targets_command import targets_command
-from edgeq.codegen.emit import emit
-from edgeq.codegen.resolver import resolve_ops
+from edgeq.cli.emit import emit_command
+from edgeq.cli.targets import targets_command
+from edgeq.firmware.emit import emit
+from edgeq.firmware.resolver import resolve_ops
 from edgeq.errors import OutputExistsError, UnsupportedOpError, UserError
-from edgeq.tflite_info import OpInfo, read_tflite
+from edgeq.model.tflite_info import OpInfo, read_tflite
 from tests.codegen_golden import compare, tree
 from tests.codegen_models import mobilenet_025, tiny_cnn
 from tests.conftest import require_module
@@ -160,7 +160,7 @@ def test_op_table_matches_tflm_header() -> None:
     """Every Add* method in the data table exists in the TFLM tree (and vice versa)."""
     import re
 
-    from edgeq.codegen.resolver import load_op_table
+    from edgeq.firmware.resolver import load_op_table
 
     header = (tflm_dir() / "tensorflow/lite/micro/micro_mutable_op_resolver.h").read_text()
     methods = set(re.findall(r"TfLiteStatus (Add\w+)\(", header)) - {"AddBuiltin", "AddCustom"}
@@ -254,10 +254,10 @@ def test_forked_measurement_equals_the_worker(tiny: Path, mobilenet: Path, examp
     """``emit`` measures in a child forked from its own process; the figure is the one the
     script worker (``edgeq build``'s) reports, and a TFLM crash there is a readable error."""
     require_module("tflite_micro")
-    from edgeq.codegen import arena
+    from edgeq.firmware import arena
     from edgeq.errors import ModelError
-    from edgeq.isolate import ForkedChild as _ForkedChild
-    from edgeq.micro import MicroRun
+    from edgeq.check.isolate import ForkedChild as _ForkedChild
+    from edgeq.check.micro import MicroRun
 
     import threading
 
@@ -287,7 +287,7 @@ def test_failed_emit_leaves_no_child(tiny: Path, tmp_path: Path) -> None:
     require_module("tflite_micro")
     import threading
 
-    from edgeq.isolate import ForkedChild as _ForkedChild
+    from edgeq.check.isolate import ForkedChild as _ForkedChild
 
     for stray in [t for t in threading.enumerate() if t.name == "edgeq-c-array"]:
         stray.join()  # an earlier test's unclaimed prefetch: emit forks only without other threads
@@ -323,7 +323,7 @@ def test_template_bytecode_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     cache folder (a file, group-writable, read-only) only means compiling again."""
     import os
 
-    from edgeq.codegen import jinja
+    from edgeq.firmware import jinja
 
     def fresh(cache_home: Path) -> object:
         monkeypatch.setenv("XDG_CACHE_HOME", str(cache_home))
@@ -368,7 +368,7 @@ def test_emit_process_imports_stay_lazy() -> None:
     import sys
 
     code = (
-        "import sys\nimport edgeq.cli, edgeq.codegen.emit, edgeq.micro, edgeq.console\n"
+        "import sys\nimport edgeq.cli.app, edgeq.firmware.emit, edgeq.check.micro, edgeq.console\n"
         "heavy = [m for m in ('numpy', 'rich', 'jinja2', 'pydantic', 'ai_edge_litert') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
@@ -384,7 +384,7 @@ def test_tflm_failures_in_the_forked_child_are_readable(failure: str, tiny: Path
     import os
     import signal
 
-    from edgeq import _micro_worker
+    from edgeq.check import _micro_worker
     from edgeq.errors import ModelError
 
     def refuse(model: bytes, req: dict) -> dict:  # type: ignore[type-arg]

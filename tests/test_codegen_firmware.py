@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from edgeq.codegen.firmware import EXIT_CODES, check_budget, project_files, qemu_command, write_firmware
-from edgeq.codegen.jinja import render
+from edgeq.firmware.project import EXIT_CODES, check_budget, project_files, qemu_command, write_firmware
+from edgeq.firmware.jinja import render
 from edgeq.errors import BudgetError, TargetError, UserError
-from edgeq.targets import load_board, load_target
-from edgeq.tflite_info import read_tflite
+from edgeq.firmware.targets import load_board, load_target
+from edgeq.model.tflite_info import read_tflite
 from tests.codegen_golden import compare, tree
 from tests.codegen_models import sample_and_reference, tiny_cnn
 from tests.tools import require_tool, run, tflm_cache, tflm_dir
@@ -187,7 +187,7 @@ def test_project_builds_and_runs_under_qemu(tiny, tmp_path: Path, tmp_path_facto
     """Acceptance: CMake + arm-none-eabi-gcc + a real TFLM tree, run on QEMU's AN386 (M4F)
     through ``edgeq verify`` (the TFLM library comes from the session's cache): prints an
     arena <= kTinyTensorArenaSize and exits 0 because the output matches."""
-    from edgeq.codegen.verify import verify
+    from edgeq.firmware.verify import verify
 
     root = tflm_dir("cmsis-nn")
     require_tool("cmake")
@@ -204,8 +204,8 @@ def test_project_builds_and_runs_under_qemu(tiny, tmp_path: Path, tmp_path_facto
 
 
 def test_project_files_in_memory_only(tiny) -> None:
-    from edgeq.codegen.budget import check_budget as budget_of
-    from edgeq.codegen.sources import SourceOptions
+    from edgeq.firmware.budget import check_budget as budget_of
+    from edgeq.firmware.sources import SourceOptions
 
     data, info, sample, reference = tiny
     target = load_target("cortex-m55")

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from edgeq.codegen import names
+from edgeq.firmware import names
 from edgeq.errors import UserError
 from tests.tools import require_tool, run
 

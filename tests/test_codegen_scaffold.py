@@ -8,8 +8,8 @@ from pathlib import Path
 import jinja2
 import pytest
 
-from edgeq.codegen.jinja import FILTERS, environment, render
-from edgeq.codegen.scaffold import MANIFEST, GeneratedFile, read_manifest, render_tree, write_tree
+from edgeq.firmware.jinja import FILTERS, environment, render
+from edgeq.firmware.scaffold import MANIFEST, GeneratedFile, read_manifest, render_tree, write_tree
 from edgeq.errors import OutputExistsError
 
 
@@ -94,7 +94,7 @@ def test_environment_is_strict(tmp_path: Path) -> None:
 
 
 def test_render_tree_skips_empty_templates() -> None:
-    from edgeq.targets import load_target
+    from edgeq.firmware.targets import load_target
 
     ctx_common = {"edgeq_version": "t", "source_name": "m.tflite", "model_sha256": "0" * 64, "target": load_target("host"), "cross": False}
     out = render_tree("cmake-tflm/cmake", ctx_common)

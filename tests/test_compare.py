@@ -115,7 +115,7 @@ def test_compare_fixed_and_dynamic_batch_savedmodels(models: dict[str, Path], ba
 
 
 def test_fixed_batch_prediction_matches_dynamic(models: dict[str, Path], batch_savedmodels: dict[str, Path]) -> None:
-    from edgeq.loading import load_model
+    from edgeq.model.loading import load_model
 
     x = np.load(models["calib"])[:70].astype(np.float32)  # not a multiple of 64: the last chunk is short
     fixed, dynamic = load_model(batch_savedmodels["fixed"]), load_model(batch_savedmodels["dynamic"])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeq.example import example_files
+from edgeq.cli.example import example_files
 
 try:
     from conftest import assert_clean_error, run_edgeq

@@ -107,7 +107,7 @@ QAT_CASES = [(s.name, "keras", "data") for s in SPECS] + [(s.name, "h5", "onehot
 def test_qat_one_epoch(real: dict[str, Built], arch: str, fmt: str, labels: str, tmp_path: Path) -> None:
     """--qat --epochs 1: integer labels on the .keras file, one-hot on the .h5 (compiled loss kept)."""
     import edgeq.pipeline as pipeline
-    from edgeq.qat import QatConfig
+    from edgeq.quantization.qat import QatConfig
 
     b = real[arch]
     train = b.data if labels == "data" else b.onehot

@@ -6,7 +6,7 @@ import pytest
 
 from edgeq.context import run_context, start_run
 from edgeq.errors import UserError
-from edgeq.firmware_step import FirmwareOptions
+from edgeq.firmware.step import FirmwareOptions
 
 
 def test_firmware_options_from_the_old_dict_form() -> None:
@@ -22,7 +22,7 @@ def test_an_unknown_firmware_option_is_a_usage_error_naming_it() -> None:
 
 
 def test_debug_does_not_leak_from_one_command_line_into_the_next() -> None:
-    from edgeq.cli import main
+    from edgeq.cli.app import main
 
     start_run(debug=True)
     assert run_context().debug

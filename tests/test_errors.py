@@ -110,7 +110,7 @@ target, attr = sys.argv[1].rsplit(":", 1)
 def boom(*args, **kwargs):
     raise RuntimeError("simulated failure in a stage\\nsecond line of the message")
 setattr(importlib.import_module(target), attr, boom)
-from edgeq.cli import main
+from edgeq.cli.app import main
 main(sys.argv[2:])
 """
 
@@ -134,10 +134,10 @@ def test_every_command_turns_an_unexpected_exception_into_exit_3(tmp_path: Path)
         "build": ("edgeq.pipeline:load_model", "build", keras_file, "--out", tmp_path / "out", "-c", "random"),
         "quantize": ("edgeq.pipeline:load_model", "quantize", keras_file, "-o", tmp_path / "q.tflite"),
         "compare": ("edgeq.compare:load_model", "compare", keras_file),
-        "inspect": ("edgeq.inspection:inspect", "inspect", tfl),
-        "emit": ("edgeq.codegen.emit:emit", "emit", tfl, "--out", tmp_path / "src"),
-        "targets": ("edgeq.targets:list_targets", "targets"),
-        "bench": ("edgeq.bench.runner:bench", "bench", tfl, "--host", "local"),
+        "inspect": ("edgeq.check.inspection:inspect", "inspect", tfl),
+        "emit": ("edgeq.firmware.emit:emit", "emit", tfl, "--out", tmp_path / "src"),
+        "targets": ("edgeq.firmware.targets:list_targets", "targets"),
+        "bench": ("edgeq.remote.runner:bench", "bench", tfl, "--host", "local"),
     }
     for command, (stage, *args) in cases.items():
         code, out, err = _run_with_failure(stage, *args)
@@ -155,7 +155,7 @@ def test_every_command_turns_an_unexpected_exception_into_exit_3(tmp_path: Path)
 
 
 def test_internal_error_names_the_step() -> None:
-    from edgeq.cli import step_of
+    from edgeq.cli.app import step_of
 
     def raise_in(module: str) -> BaseException:
         code = compile("def f():\n    raise ValueError('x')\n", module.replace(".", "/") + ".py", "exec")
@@ -167,9 +167,9 @@ def test_internal_error_names_the_step() -> None:
             return exc
         raise AssertionError
 
-    assert step_of(raise_in("edgeq.quantize"), "build") == "converting the model"
-    assert step_of(raise_in("edgeq.qat_annotate"), "build") == "quantization-aware training"
-    assert step_of(raise_in("edgeq.codegen.emit"), "emit") == "emitting firmware sources"
+    assert step_of(raise_in("edgeq.quantization.convert"), "build") == "converting the model"
+    assert step_of(raise_in("edgeq.quantization.qat_annotate"), "build") == "quantization-aware training"
+    assert step_of(raise_in("edgeq.firmware.emit"), "emit") == "emitting firmware sources"
     assert step_of(raise_in("somewhere.else"), "bench") == "running `edgeq bench`"
 
 
@@ -178,7 +178,7 @@ def test_failure_after_staging_leaves_the_output_folder_as_it_was(tmp_path: Path
     out = tmp_path / "out"
     out.mkdir()
     (out / "old.txt").write_text("previous build")
-    code, _, err = _run_with_failure("edgeq.firmware_step:write", "build", "--example", "--out", out, "--force")
+    code, _, err = _run_with_failure("edgeq.firmware.step:write", "build", "--example", "--out", out, "--force")
     assert code == 3 and "Traceback" not in err, err
     assert "internal error while" in err
     assert sorted(p.name for p in out.iterdir()) == ["old.txt"]
@@ -189,9 +189,9 @@ def test_failure_after_staging_leaves_the_output_folder_as_it_was(tmp_path: Path
 def test_npz_arrays_by_name(tmp_path: Path) -> None:
     import pytest
 
-    from edgeq.calibration import load_samples, split_keys
+    from edgeq.model.calibration import load_samples, split_keys
     from edgeq.errors import CalibrationError
-    from edgeq.loading import IOSpec
+    from edgeq.model.loading import IOSpec
 
     spec = (IOSpec("args_0", (1, 4)),)
     f = tmp_path / "data.npz"
@@ -214,8 +214,8 @@ def test_npz_arrays_by_name(tmp_path: Path) -> None:
 
 def test_labels_keep_their_form(tmp_path: Path) -> None:
     """One-hot → class indices for validation, the raw arrays kept for QAT; regression targets are not classes."""
-    from edgeq.calibration import load_samples
-    from edgeq.loading import IOSpec
+    from edgeq.model.calibration import load_samples
+    from edgeq.model.loading import IOSpec
 
     spec = (IOSpec("args_0", (1, 4)),)
     x = np.ones((4, 4), np.float32)

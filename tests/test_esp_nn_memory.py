@@ -1,6 +1,6 @@
 """The ESP-NN arena term: the scratch buffers esp-tflite-micro's ESP-NN kernels request,
 checked against values worked out by hand from esp-nn's *_get_*_scratch_size functions
-(esp-nn v1.2.0 = "1.1" family, v1.2.3 = "1.2" family; see edgeq/codegen/esp_nn_memory.py)."""
+(esp-nn v1.2.0 = "1.1" family, v1.2.3 = "1.2" family; see edgeq/firmware/esp_nn_memory.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeq.codegen.esp_nn_memory import VARIANTS, conv_scratch_esp32s3, depthwise_scratch_esp32s3, esp_nn_extra
+from edgeq.firmware.esp_nn_memory import VARIANTS, conv_scratch_esp32s3, depthwise_scratch_esp32s3, esp_nn_extra
 from tests.codegen_models import _ROOT, _convert, tiny_cnn
 
 NODE = 16  # NodeData's extra int, one more 16-byte step of persistent arena per conv/depthwise/softmax
@@ -94,7 +94,7 @@ def branches_model() -> Path:
 
 
 def test_branches_model() -> None:
-    from edgeq.codegen.cmsis_memory import tflite_ops
+    from edgeq.firmware.cmsis_memory import tflite_ops
 
     data = branches_model().read_bytes()
     names = [op.name for op in tflite_ops(data)]

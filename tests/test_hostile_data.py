@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeq.calibration import load_samples, random_samples
-from edgeq.data_files import DATA_LIMIT_ENV, IMAGE_LIMIT_ENV
+from edgeq.model.calibration import load_samples, random_samples
+from edgeq.model.data_files import DATA_LIMIT_ENV, IMAGE_LIMIT_ENV
 from edgeq.errors import CalibrationError, UserError
-from edgeq.loading import IOSpec
+from edgeq.model.loading import IOSpec
 from tests.conftest import Result, assert_clean_error
 
 IN4 = (IOSpec("x", (1, 4)),)

@@ -11,7 +11,7 @@ import pytest
 
 from edgeq.errors import ModelError, TargetError, UserError
 from edgeq.files import regular_file
-from edgeq.targets import list_targets
+from edgeq.firmware.targets import list_targets
 from edgeq.workdir import make_temp_dir, sweep_stale
 
 try:

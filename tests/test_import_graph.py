@@ -7,11 +7,14 @@ module level, inside functions and under ``if TYPE_CHECKING`` alike, relative on
 resolved -- is an edge here, and the rules are checked on the source with ``ast``
 (nothing is imported, so this runs in well under a second).
 
-The intended direction: ``cli`` and the ``*_command`` modules → ``pipeline`` → features
-(quantize, qat, compare, validation, micro, codegen, targets, bench) → model and data
-readers (loading, tflite_info, calibration) → leaves (errors, console, context, version,
-resources, text, files, workdir). The package ``edgeq/__init__.py`` may import downward
-(lazily), but nothing inside edgeq imports the package itself or the CLI.
+The direction, which ``LAYERS`` enforces room by room: ``cli`` → ``pipeline`` (with
+``compare`` and ``report``, the orchestrations) → the features ``quantization``,
+``firmware`` and ``remote`` (which never import each other) → ``check`` → ``model`` → the
+leaves (errors, console, context, version, resources, text, files, workdir, outdir,
+toml_fields). A module may import its own room and any room below, never one above, and
+the three features never import each other (within the leaves and beside the pipeline,
+modules of one layer may, as long as there is no cycle). The package ``edgeq/__init__.py`` may import downward (lazily), but nothing inside
+edgeq imports the package itself, and nothing outside ``edgeq/cli/`` imports the CLI.
 """
 
 from __future__ import annotations
@@ -26,9 +29,18 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "edgeq"
 MAX_LINES = 400
 #: Private modules and the only modules that may import them (the worker and its launchers).
-PRIVATE_MODULE_USERS = {"edgeq._micro_worker": {"edgeq.micro", "edgeq.isolate"}}
-#: The only modules that may import the CLI: the CLI itself and ``python -m edgeq``.
-CLI_USERS = {"edgeq.cli", "edgeq.__main__"}
+PRIVATE_MODULE_USERS = {"edgeq.check._micro_worker": {"edgeq.check.micro", "edgeq.check.isolate"}}
+#: Rooms, bottom up: a module's room is its sub-package, or its own name for a top-level module.
+LAYERS: tuple[frozenset[str], ...] = tuple(frozenset(room.split()) for room in (
+    "edgeq.errors edgeq.console edgeq.context edgeq.version edgeq.resources edgeq.text edgeq.files edgeq.workdir "
+    "edgeq.outdir edgeq.toml_fields",
+    "edgeq.model",
+    "edgeq.check",
+    "edgeq.quantization edgeq.firmware edgeq.remote",
+    "edgeq.pipeline edgeq.compare edgeq.report",
+    "edgeq.cli edgeq.__main__",
+    "edgeq",
+))
 
 
 @dataclass(frozen=True)
@@ -114,9 +126,9 @@ def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
 
 def test_the_walk_sees_edgeq() -> None:
     """The rules below mean something only if the walk finds the package and its imports."""
-    assert {"edgeq", "edgeq.cli", "edgeq.pipeline", "edgeq.bench.runner", "edgeq.codegen.emit"} <= set(MODULES)
-    assert Import("edgeq.__main__", 3, "edgeq.cli", "main") in IMPORTS
-    assert any(i.source == "edgeq.pipeline" and i.target == "edgeq.firmware_step" for i in IMPORTS)  # a lazy one
+    assert {"edgeq", "edgeq.cli.app", "edgeq.pipeline", "edgeq.remote.runner", "edgeq.firmware.emit"} <= set(MODULES)
+    assert Import("edgeq.__main__", 3, "edgeq.cli.app", "main") in IMPORTS
+    assert any(i.source == "edgeq.pipeline" and i.target == "edgeq.firmware.step" for i in IMPORTS)  # a lazy one
 
 
 def test_no_import_cycles() -> None:
@@ -138,8 +150,38 @@ def test_no_private_names_from_other_modules() -> None:
     assert not bad, "private names imported from another module:\n" + "\n".join(bad)
 
 
+def _room(module: str) -> str:
+    """``edgeq.model.loading`` → ``edgeq.model``; top-level modules are rooms of their own."""
+    parts = module.split(".")
+    return ".".join(parts[:2]) if len(parts) > 1 else module
+
+
+def _level(module: str) -> int:
+    room = _room(module)
+    found = [n for n, layer in enumerate(LAYERS) if room in layer]
+    assert found, f"{module} is in no room of LAYERS: add its room there (tests/test_import_graph.py)"
+    return found[0]
+
+
+def test_every_module_has_a_room() -> None:
+    for module in MODULES:
+        _level(module)
+
+
+def test_imports_flow_down_the_rooms() -> None:
+    """cli → pipeline → quantization | firmware | remote → check → model → leaves."""
+    features = _level("edgeq.quantization")
+
+    def wrong(i: Import) -> bool:
+        up, down = _level(i.source), _level(i.target)
+        return down > up or (down == up == features and _room(i.source) != _room(i.target))
+
+    bad = [f"{_where(i)} ({_room(i.source)} may not import {_room(i.target)})" for i in IMPORTS if wrong(i)]
+    assert not bad, "imports going up or sideways:\n" + "\n".join(bad)
+
+
 def test_only_the_entry_points_import_the_cli() -> None:
-    bad = [_where(i) for i in IMPORTS if i.target == "edgeq.cli" and i.source not in CLI_USERS]
+    bad = [_where(i) for i in IMPORTS if _room(i.target) == "edgeq.cli" and _room(i.source) not in ("edgeq.cli", "edgeq.__main__")]
     assert not bad, "modules importing edgeq.cli (use edgeq.context for run settings):\n" + "\n".join(bad)
 
 
@@ -160,9 +202,24 @@ def test_the_leaves_import_nothing_heavy() -> None:
     """The modules every command reaches at start-up (the CLI with all commands registered,
     the run context, the version) must not pull in TensorFlow: ``edgeq --help`` stays fast."""
     code = (
-        "import sys\nimport edgeq, edgeq.cli, edgeq.context, edgeq.version, edgeq.firmware_step, edgeq.bench\n"
+        "import sys\nimport edgeq, edgeq.cli.app, edgeq.context, edgeq.version, edgeq.firmware.step, edgeq.remote\n"
         "heavy = [m for m in ('tensorflow', 'keras', 'tf_keras', 'tensorflow_model_optimization') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_the_api_functions_survive_every_submodule_import() -> None:
+    """Importing ``edgeq.x.y`` binds ``edgeq.x`` to the package ``x``: a sub-package named
+    after an API function (``edgeq.quantize``, ``edgeq.bench``) would replace the function
+    the first time anything imports one of its modules."""
+    names = sorted(m for m in MODULES if m != "edgeq" and not m.endswith("__main__"))
+    code = (
+        "import importlib, inspect, sys\nimport edgeq\n"
+        f"for m in {names!r}:\n    importlib.import_module(m)\n"
+        "bad = [n for n in edgeq.__all__ if n != '__version__' and not inspect.isfunction(getattr(edgeq, n))]\n"
+        "assert not bad, bad\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -70,7 +70,7 @@ def test_ctrl_c_in_an_inherited_ignore_stays_ignored(tmp_path: Path, ignored: bo
     code = (
         "import signal, sys\n"
         f"signal.signal(signal.SIGINT, signal.SIG_IGN if {ignored} else signal.default_int_handler)\n"
-        "from edgeq import interrupt\n"
+        "from edgeq.cli import interrupt\n"
         "interrupt.guard()\n"
         "import os, time\n"
         "os.kill(os.getpid(), signal.SIGINT)\n"
@@ -88,7 +88,7 @@ def test_a_swallowed_ctrl_c_still_exits_130(tmp_path: Path) -> None:
     """A KeyboardInterrupt lost in a finalizer ("Exception ignored") must not turn into exit 0."""
     code = (
         "import os, signal, sys\n"
-        "from edgeq import interrupt\n"
+        "from edgeq.cli import interrupt\n"
         "interrupt.guard()\n"
         "class Swallow:\n"
         "    def __del__(self):\n"

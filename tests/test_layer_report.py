@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edgeq.calibration import Samples
+from edgeq.model.calibration import Samples
 from edgeq.errors import UserError
 from tests.conftest import require_module
 
@@ -19,7 +19,7 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "edgeq" / "data" / "example"
 @pytest.fixture(scope="module")
 def digits() -> dict[str, Any]:
     """The bundled example: its layers conv2d and conv2d_1 exercise the name-scope mapping."""
-    from edgeq.loading import load_model
+    from edgeq.model.loading import load_model
 
     model = load_model(EXAMPLE / "digits.keras")
     calib = Samples((np.load(EXAMPLE / "digits_calibration.npy").astype(np.float32),), None, "calib")
@@ -30,8 +30,8 @@ def digits() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def report(digits: dict[str, Any]) -> Any:
-    from edgeq.layer_report import layer_report
-    from edgeq.quantize import QuantSettings
+    from edgeq.quantization.layer_report import layer_report
+    from edgeq.quantization.convert import QuantSettings
 
     return layer_report(digits["model"], digits["calib"], digits["eval"], QuantSettings("int8"))
 
@@ -61,8 +61,8 @@ def test_report_renders(report: Any, capsys: pytest.CaptureFixture[str]) -> None
 
 def test_badly_calibrated_layers_are_flagged(digits: dict[str, Any]) -> None:
     """Calibrating on inputs 20x too small clips real inputs: the first layers must light up."""
-    from edgeq.layer_report import layer_report
-    from edgeq.quantize import QuantSettings
+    from edgeq.quantization.layer_report import layer_report
+    from edgeq.quantization.convert import QuantSettings
 
     tiny = Samples((digits["calib"].xs[0] * 0.05,), None, "tiny")
     rep = layer_report(digits["model"], tiny, digits["eval"].take(slice(0, 40)), QuantSettings("int8"))
@@ -73,7 +73,7 @@ def test_badly_calibrated_layers_are_flagged(digits: dict[str, Any]) -> None:
 
 
 def test_tensor_names_map_to_layers() -> None:
-    from edgeq.layer_report import map_tensor_to_layers
+    from edgeq.quantization.layer_report import map_tensor_to_layers
 
     layers = ["img", "conv2d", "batch_normalization", "re_lu", "add", "conv2d_1", "dense"]
     fused = "functional_1/re_lu_1/Relu6;functional_1/batch_normalization_1/batchnorm/add_1;functional_1/conv2d_1/convolution"
@@ -84,9 +84,9 @@ def test_tensor_names_map_to_layers() -> None:
 
 
 def test_only_int8_and_float_models(digits: dict[str, Any], example_tflite: Path) -> None:
-    from edgeq.layer_report import layer_report
-    from edgeq.loading import load_model
-    from edgeq.quantize import QuantSettings
+    from edgeq.quantization.layer_report import layer_report
+    from edgeq.model.loading import load_model
+    from edgeq.quantization.convert import QuantSettings
 
     with pytest.raises(UserError, match="int8"):
         layer_report(digits["model"], digits["calib"], digits["eval"], QuantSettings("int16x8"))
@@ -96,7 +96,7 @@ def test_only_int8_and_float_models(digits: dict[str, Any], example_tflite: Path
 
 def test_chart_png(report: Any, tmp_path: Path) -> None:
     require_module("matplotlib")
-    from edgeq.layer_report import attach_chart
+    from edgeq.quantization.layer_report import attach_chart
 
     with_chart = attach_chart(report, tmp_path / "layers.png")
     assert with_chart.chart == str(tmp_path / "layers.png")
@@ -105,7 +105,7 @@ def test_chart_png(report: Any, tmp_path: Path) -> None:
 
 
 def test_chart_skipped_silently_without_matplotlib(report: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from edgeq.layer_report import attach_chart
+    from edgeq.quantization.layer_report import attach_chart
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib → ImportError
     assert attach_chart(report, tmp_path / "layers.png") is report
@@ -127,9 +127,9 @@ def test_layer_report_on_savedmodels_of_any_batch(batch: str, digits: dict[str, 
     import keras
     import tensorflow as tf
 
-    from edgeq.layer_report import layer_report
-    from edgeq.loading import load_model
-    from edgeq.quantize import QuantSettings
+    from edgeq.quantization.layer_report import layer_report
+    from edgeq.model.loading import load_model
+    from edgeq.quantization.convert import QuantSettings
 
     m = keras.models.load_model(EXAMPLE / "digits.keras", compile=False)
     sig = [tf.TensorSpec([1, *m.inputs[0].shape[1:]], tf.float32)] if batch == "fixed" else None

@@ -96,7 +96,7 @@ def test_tensor_limits_are_overridable(tiny: Path, tmp_path: Path) -> None:
 
 def test_the_tflm_worker_bounds_the_zeros_it_makes() -> None:
     """The forked ``emit`` child runs TFLM before the parent's parse: it checks the sizes too."""
-    from edgeq import _micro_worker
+    from edgeq.check import _micro_worker
 
     class Interp:
         def __init__(self, shape: list[int]) -> None:
@@ -150,7 +150,7 @@ def test_out_of_range_indices_are_model_errors(tiny: Path, tmp_path: Path, chang
 
 def test_minus_one_is_an_absent_optional_operator_input(tiny: Path, tmp_path: Path) -> None:
     """The one negative index the schema allows: an omitted optional input (here a bias)."""
-    from edgeq.tflite_info import parse
+    from edgeq.model.tflite_info import parse
 
     data = mutate(tiny, tmp_path / "optional.tflite",
                   lambda m: setattr(m.subgraphs[0].operators[1], "inputs", [6, 5, -1])).read_bytes()
@@ -256,9 +256,9 @@ def test_control_flow_that_calls_itself_is_refused(tiny: Path, tmp_path: Path) -
 # ----------------------------------------------------------------------------- crash isolation
 def test_a_litert_crash_is_a_model_error_naming_the_signal(tiny: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A model that kills LiteRT (here: a stand-in job that segfaults) ends in a ModelError."""
-    from edgeq import isolate, validation
+    from edgeq.check import isolate, validation
     from edgeq.errors import ModelError
-    from edgeq.tflite_info import read_tflite
+    from edgeq.model.tflite_info import read_tflite
 
     def crash(data: bytes) -> str:
         os.write(2, f"{isolate.STAGE_PREFIX}loading the model\n".encode())
@@ -276,9 +276,9 @@ def test_a_litert_crash_is_a_model_error_naming_the_signal(tiny: Path, monkeypat
 
 def test_litert_check_spawns_when_fork_is_unsafe(tiny: Path, tmp_path: Path) -> None:
     """With TensorFlow imported (as here) or another thread running, no fork: a new interpreter."""
-    from edgeq import isolate, validation
+    from edgeq.check import isolate, validation
     from edgeq.errors import ModelError
-    from edgeq.tflite_info import read_tflite
+    from edgeq.model.tflite_info import read_tflite
 
     stop = threading.Event()
     other = threading.Thread(target=stop.wait)
@@ -298,10 +298,10 @@ def test_litert_check_spawns_when_fork_is_unsafe(tiny: Path, tmp_path: Path) -> 
 
 def test_a_tflm_crash_names_the_signal(tiny: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     require_module("tflite_micro")
-    from edgeq import _micro_worker
+    from edgeq.check import _micro_worker
     from edgeq.errors import ModelError
-    from edgeq.micro import MicroRun
-    from edgeq.tflite_info import read_tflite
+    from edgeq.check.micro import MicroRun
+    from edgeq.model.tflite_info import read_tflite
 
     def crash(model: bytes, req: dict[str, Any]) -> dict[str, Any]:
         faulthandler.disable()
@@ -351,8 +351,8 @@ def test_the_tflm_outputs_written_to_tmpdir_are_bounded(tiny: Path, tmp_path: Pa
     the worker writes the outputs of as many samples as fit its budget (the real protocol,
     with a budget of 4 bytes here), and the comparison uses the samples both runtimes ran."""
     require_module("tflite_micro")
-    from edgeq import _micro_worker
-    from edgeq.validation import tflm_agreement
+    from edgeq.check import _micro_worker
+    from edgeq.check.validation import tflm_agreement
 
     np.savez(tmp_path / "in.npz", x0=np.zeros((5, 8, 8, 1), np.uint8))
     request = {"model": str(tiny), "bisect": False, "inputs": str(tmp_path / "in.npz"),

@@ -24,10 +24,10 @@ EXPECTED = {
 @pytest.fixture(scope="module")
 def converted(models: dict[str, Path]) -> dict[tuple[str, str | None], Any]:
     """Each (mode, io) converted once from the Keras 3 test model."""
-    from edgeq.calibration import load_samples
-    from edgeq.loading import load_model
-    from edgeq.quantize import QuantSettings, convert
-    from edgeq.tflite_info import parse
+    from edgeq.model.calibration import load_samples
+    from edgeq.model.loading import load_model
+    from edgeq.quantization.convert import QuantSettings, convert
+    from edgeq.model.tflite_info import parse
 
     model = load_model(models["keras"])
     calib = load_samples(models["calib"], model.inputs)

@@ -43,7 +43,7 @@ def fresh_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
         z.extractall(site)
     (site / "zz_borrowed_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     entry = venv / "bin" / "edgeq"
-    entry.write_text(f"#!{venv / 'bin' / 'python'}\nimport sys\nfrom edgeq.cli import main\nsys.exit(main())\n")
+    entry.write_text(f"#!{venv / 'bin' / 'python'}\nimport sys\nfrom edgeq.cli.app import main\nsys.exit(main())\n")
     entry.chmod(0o755)
     return venv
 

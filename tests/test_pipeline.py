@@ -67,7 +67,7 @@ def test_build_full_integer(models: dict[str, Path], tmp_path: Path, kind: str, 
     assert isinstance(m["arena_bytes"], int)
     tfl = out / "cnn.tflite"
     assert tfl.is_file() and doc["tflite"]["size_bytes"] == tfl.stat().st_size
-    from edgeq.tflite_info import read_tflite
+    from edgeq.model.tflite_info import read_tflite
 
     _, info = read_tflite(tfl)
     assert info.fully_integer and info.inputs[0].dtype == "UINT8" and info.outputs[0].dtype == "UINT8"
@@ -77,7 +77,7 @@ def test_build_full_integer(models: dict[str, Path], tmp_path: Path, kind: str, 
 
 
 def test_io_int8_and_float32(models: dict[str, Path], tmp_path: Path) -> None:
-    from edgeq.tflite_info import read_tflite
+    from edgeq.model.tflite_info import read_tflite
 
     for io, want in (("int8", "INT8"), ("float32", "FLOAT32")):
         out = tmp_path / f"m_{io}.tflite"
@@ -138,7 +138,7 @@ def test_accuracy_gate_exits_1(models: dict[str, Path], tmp_path: Path) -> None:
 
 
 def test_existing_tflite_is_not_requantized(example_tflite: Path, tmp_path: Path) -> None:
-    from edgeq.example import example_files
+    from edgeq.cli.example import example_files
 
     _, _, ev = example_files()
     r = run_edgeq("quantize", example_tflite, "-o", tmp_path / "copy.tflite", "-e", ev, "--json")
@@ -194,10 +194,10 @@ def test_every_firmware_embeds_an_input_and_tflm_output(example_tflite: Path, tm
     """Without eval data the firmware still checks something: a calibration sample when
     --calibration is given (for a .tflite it is otherwise unused), else the seeded
     pseudo-random input; the expected output is host TFLM's for that input."""
-    from edgeq.codegen.sources import pseudo_random_input
-    from edgeq.example import example_files
-    from edgeq.micro import host_outputs
-    from edgeq.tflite_info import read_tflite
+    from edgeq.firmware.sources import pseudo_random_input
+    from edgeq.cli.example import example_files
+    from edgeq.check.micro import host_outputs
+    from edgeq.model.tflite_info import read_tflite
 
     _, calib, _ = example_files()
     data, info = read_tflite(example_tflite)
@@ -224,8 +224,8 @@ def test_dense_only_model_warns_of_litert_mismatch_and_embeds_tflm(tmp_path: Pat
     """A per-channel Dense-only model: LiteRT's reference kernels round differently from
     TFLM, so the report says how many values differ (a warning and validation.tflm_*),
     and the firmware's reference is TFLM's output, not LiteRT's."""
-    from edgeq.micro import host_outputs
-    from edgeq.tflite_info import read_tflite
+    from edgeq.check.micro import host_outputs
+    from edgeq.model.tflite_info import read_tflite
     from tests.codegen_models import dense_only
 
     model = dense_only()

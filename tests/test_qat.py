@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edgeq.calibration import Samples, load_samples
+from edgeq.model.calibration import Samples, load_samples
 from edgeq.errors import ModelError, UserError
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "edgeq" / "data" / "example"
@@ -34,8 +34,9 @@ def export_dispatch() -> Any:
     only Keras 3 has; the integration adds the same dispatch there, after which this
     fixture patches nothing.
     """
-    import edgeq.quantize as quantize
-    from edgeq import export, qat
+    import edgeq.quantization.convert as quantize
+    from edgeq.model import export
+    from edgeq.quantization import qat
 
     original = quantize.export_for_conversion
     if "export_qat_for_conversion" in (export.export_for_conversion.__code__.co_names or ()):
@@ -53,8 +54,8 @@ def export_dispatch() -> Any:
 
 
 def _run_tflite(data: bytes, model: Any, xs: list[np.ndarray]) -> list[np.ndarray]:
-    from edgeq.tflite_info import parse
-    from edgeq.validation import ReferenceRunner
+    from edgeq.model.tflite_info import parse
+    from edgeq.check.validation import ReferenceRunner
 
     runner = ReferenceRunner(data, parse(data), [s.name for s in model.inputs], [s.name for s in model.outputs])
     return runner.from_subgraph(runner.run_raw(runner.to_subgraph(xs)))
@@ -63,9 +64,9 @@ def _run_tflite(data: bytes, model: Any, xs: list[np.ndarray]) -> list[np.ndarra
 @pytest.fixture(scope="module", params=["keras", "tf_keras"])
 def qat_result(request: pytest.FixtureRequest, models: dict[str, Path], train: Samples, export_dispatch: Any) -> dict[str, Any]:
     """Fine-tune (2 epochs) and convert once per model format; PTQ in the same process afterwards."""
-    from edgeq.loading import load_model
-    from edgeq.qat import qat_finetune
-    from edgeq.quantize import QuantSettings, convert
+    from edgeq.model.loading import load_model
+    from edgeq.quantization.qat import qat_finetune
+    from edgeq.quantization.convert import QuantSettings, convert
 
     before = os.environ.get("TF_USE_LEGACY_KERAS")
     model = load_model(models[request.param])
@@ -81,7 +82,7 @@ def qat_result(request: pytest.FixtureRequest, models: dict[str, Path], train: S
 
 
 def test_qat_is_full_integer_with_uint8_io(qat_result: dict[str, Any]) -> None:
-    from edgeq.tflite_info import parse
+    from edgeq.model.tflite_info import parse
 
     mi = parse(qat_result["qat"])
     assert mi.fully_integer, mi.float_tensors
@@ -151,7 +152,7 @@ def _rich_keras3_model() -> Any:
 def test_rebuilt_tf_keras_matches_keras3(models: dict[str, Path], train: Samples) -> None:
     import keras
 
-    from edgeq.keras_bridge import max_output_diff, to_tf_keras
+    from edgeq.model.keras_bridge import max_output_diff, to_tf_keras
 
     xs = [train.xs[0][:64]]
     for original in (keras.models.load_model(models["keras"], compile=False), _rich_keras3_model()):
@@ -165,7 +166,7 @@ def test_rebuilt_tf_keras_matches_keras3(models: dict[str, Path], train: Samples
 def test_rebuild_sequential() -> None:
     import keras
 
-    from edgeq.keras_bridge import max_output_diff, to_tf_keras
+    from edgeq.model.keras_bridge import max_output_diff, to_tf_keras
 
     keras.utils.set_random_seed(1)
     seq = keras.Sequential([keras.Input((6,)), keras.layers.Dense(5), keras.layers.LeakyReLU(negative_slope=0.3),
@@ -179,7 +180,7 @@ def test_rebuild_sequential() -> None:
 def test_unmappable_layer_is_named(kind: str) -> None:
     import keras
 
-    from edgeq.keras_bridge import to_tf_keras
+    from edgeq.model.keras_bridge import to_tf_keras
 
     class Doubler(keras.layers.Layer):
         def call(self, x: Any) -> Any:
@@ -198,7 +199,7 @@ def test_unmappable_layer_is_named(kind: str) -> None:
 def test_divergent_rebuild_is_refused() -> None:
     import keras
 
-    from edgeq import keras_bridge
+    from edgeq.model import keras_bridge
 
     inp = keras.Input((4,))
     m = keras.Model(inp, keras.layers.Dense(3, name="fc")(inp))
@@ -211,10 +212,10 @@ def test_divergent_rebuild_is_refused() -> None:
 def test_qat_on_folded_and_separable_layers(tmp_path: Path, train: Samples, export_dispatch: Any) -> None:
     """Conv+BN+ReLU6, depthwise, separable, Add: tfmot's transforms add auto-named layers,
     which must not collide with the rebuilt model's explicit names."""
-    from edgeq.loading import load_model
-    from edgeq.qat import qat_finetune
-    from edgeq.quantize import QuantSettings, convert
-    from edgeq.tflite_info import parse
+    from edgeq.model.loading import load_model
+    from edgeq.quantization.qat import qat_finetune
+    from edgeq.quantization.convert import QuantSettings, convert
+    from edgeq.model.tflite_info import parse
 
     m = _rich_keras3_model()
     m.save(tmp_path / "rich.keras")
@@ -228,8 +229,8 @@ def test_qat_on_folded_and_separable_layers(tmp_path: Path, train: Samples, expo
 
 # ----------------------------------------------------------------------------- loss and refusals
 def test_loss_choice(models: dict[str, Path], train: Samples) -> None:
-    from edgeq.loading import load_model
-    from edgeq.qat import resolve_loss, saved_loss
+    from edgeq.model.loading import load_model
+    from edgeq.quantization.qat import resolve_loss, saved_loss
 
     keras3 = load_model(models["keras"])
     assert saved_loss(models["keras"]) == "sparse_categorical_crossentropy"  # compile_config in .keras
@@ -242,8 +243,8 @@ def test_loss_choice(models: dict[str, Path], train: Samples) -> None:
 def test_loss_from_data_detects_probabilities(tmp_path: Path, train: Samples) -> None:
     import keras
 
-    from edgeq.loading import load_model
-    from edgeq.qat import resolve_loss
+    from edgeq.model.loading import load_model
+    from edgeq.quantization.qat import resolve_loss
 
     inp = keras.Input((8, 8, 1))
     flat = keras.layers.Flatten()(inp)
@@ -256,8 +257,8 @@ def test_loss_from_data_detects_probabilities(tmp_path: Path, train: Samples) ->
 
 
 def test_qat_refusals(models: dict[str, Path], train: Samples) -> None:
-    from edgeq.loading import load_model
-    from edgeq.qat import qat_finetune
+    from edgeq.model.loading import load_model
+    from edgeq.quantization.qat import qat_finetune
 
     with pytest.raises(UserError, match="Keras model"):
         qat_finetune(load_model(models["saved_model"]), train)
@@ -312,7 +313,7 @@ def test_qat_options_are_checked(models: dict[str, Path], tmp_path: Path) -> Non
 
 # ----------------------------------------------------------------------------- labels and layers (no training)
 def _fake_model(units: int, shape: tuple[int, ...] | None = None) -> Any:
-    from edgeq.loading import IOSpec, LoadedModel
+    from edgeq.model.loading import IOSpec, LoadedModel
 
     out = IOSpec("output_0", shape or (1, units))
     return LoadedModel(Path("m.keras"), "keras", "0", (IOSpec("args_0", (1, 4)),), (out,))
@@ -327,7 +328,7 @@ def _fake_model(units: int, shape: tuple[int, ...] | None = None) -> Any:
 def test_labels_are_converted_to_what_the_loss_needs(loss: str, given: str, want_shape: tuple[int, ...], note: str) -> None:
     import tf_keras
 
-    from edgeq.qat_loss import prepare_targets
+    from edgeq.quantization.qat_loss import prepare_targets
 
     y = np.array([0, 1, 2, 2, 1, 0])
     labels = y if given == "int" else np.eye(3, dtype=np.float32)[y]
@@ -340,7 +341,7 @@ def test_labels_are_converted_to_what_the_loss_needs(loss: str, given: str, want
 def test_bad_labels_are_user_errors() -> None:
     import tf_keras
 
-    from edgeq.qat_loss import prepare_targets
+    from edgeq.quantization.qat_loss import prepare_targets
 
     x = (np.zeros((4, 4), np.float32),)
     cce, mse = tf_keras.losses.get("categorical_crossentropy"), tf_keras.losses.get("mse")
@@ -360,8 +361,8 @@ def test_annotation_plan_widens_tfmots_registry() -> None:
     """BN after conv folds (tfmot), after an activation/Dense is output-quantized, Conv1D gets weights, LSTM is refused."""
     import tf_keras
 
-    from edgeq.qat import _tfmot
-    from edgeq.qat_annotate import plan
+    from edgeq.quantization.qat import _tfmot
+    from edgeq.quantization.qat_annotate import plan
 
     tfmot = _tfmot()
     L = tf_keras.layers

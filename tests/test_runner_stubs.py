@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeq.build_systems import load_build_system
-from edgeq.codegen import names
-from edgeq.codegen.firmware import EXIT_CODES, write_firmware
-from edgeq.codegen.resolver import load_op_table
-from edgeq.targets import load_target
-from edgeq.tflite_info import OpInfo, read_tflite
+from edgeq.firmware.build_systems import load_build_system
+from edgeq.firmware import names
+from edgeq.firmware.project import EXIT_CODES, write_firmware
+from edgeq.firmware.resolver import load_op_table
+from edgeq.firmware.targets import load_target
+from edgeq.model.tflite_info import OpInfo, read_tflite
 from tests.codegen_models import sample_and_reference, tiny_cnn
 from tests.tools import M4F_FLAGS, require_tool, run
 
@@ -384,8 +384,8 @@ def test_linked_runner_reports_the_stubs_zero_output_as_a_mismatch(sources: dict
 def test_pseudo_random_sample_and_tflm_reference(sources: dict[str, Sources], tiny) -> None:  # type: ignore[no-untyped-def]
     """Without a sample, write_firmware embeds the seeded pseudo-random input (it uses the
     whole uint8 range) and host TFLM's output for it, which is what the real TFLM prints."""
-    from edgeq.codegen.sources import pseudo_random_input
-    from edgeq.micro import host_outputs
+    from edgeq.firmware.sources import pseudo_random_input
+    from edgeq.check.micro import host_outputs
 
     data, info, _, _ = tiny
     header = (sources["int-io-pseudo-random"].src / "tiny_sample_input.h").read_text()

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 import edgeq
-from edgeq.build_systems import load_build_system
+from edgeq.firmware.build_systems import load_build_system
 from edgeq import resources
 from edgeq.errors import TargetError
-from edgeq.targets import list_boards, list_targets, load_board, load_target, parse_target
+from edgeq.firmware.targets import list_boards, list_targets, load_board, load_target, parse_target
 
 EXPECTED = {"cortex-m", "cortex-m0plus", "cortex-m3", "cortex-m4", "cortex-m7", "cortex-m33", "cortex-m55", "host"}
 # A board may serve a target whose code its core runs unchanged: QEMU's micro:bit is a
@@ -154,7 +154,7 @@ def test_packaged_data_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_arena_rule_arithmetic() -> None:
-    from edgeq.codegen.arena import target_arena
+    from edgeq.firmware.arena import target_arena
 
     m4 = load_target("cortex-m4")
     figure = target_arena(1000, tflite=None, target=m4)
@@ -162,7 +162,7 @@ def test_arena_rule_arithmetic() -> None:
     assert figure.target_bytes == expected and figure.target_bytes % 16 == 0 and figure.host_bytes == 1000
     assert "host minimum 1000 B" in figure.rule
     # With the model: the 64-bit struct overhead (12 B per tensor, 32 B per operator) comes off.
-    from edgeq.tflite_info import parse
+    from edgeq.model.tflite_info import parse
     from tests.codegen_models import tiny_cnn
 
     data = tiny_cnn().read_bytes()

@@ -24,9 +24,9 @@ from typing import Callable
 
 import pytest
 
-from edgeq.codegen.tflm_cache import ensure_library, library_key, request_file_api
-from edgeq.codegen.verify import VerificationFailed, VerifyResult, verify
-from edgeq.codegen.verify_setup import VerifyError, parse_console, read_project, resolve_tree
+from edgeq.firmware.tflm_cache import ensure_library, library_key, request_file_api
+from edgeq.firmware.verify import VerificationFailed, VerifyResult, verify
+from edgeq.firmware.verify_setup import VerifyError, parse_console, read_project, resolve_tree
 from edgeq.errors import ToolMissingError
 from tests.firmware_corpus import CORPUS, CorpusModel, build_project, quantize_model
 from tests.tools import ROOT, require_tool, tflm_cache, tflm_dir
@@ -54,7 +54,7 @@ CORES = (
 )
 MATRIX = [pytest.param(core, model, id=f"{model}-{core.target}") for core in CORES for model in core.models]
 CLI = [sys.executable, "-c", (
-    "import sys\nimport edgeq.cli as cli\nfrom edgeq.verify_command import verify_command\n"
+    "import sys\nimport edgeq.cli.app as cli\nfrom edgeq.cli.verify import verify_command\n"
     "if not any(c.name == 'verify' or c.callback is verify_command for c in cli.app.registered_commands):\n"
     "    cli.app.command('verify')(verify_command)\ncli.main(sys.argv[1:])\n")]
 
@@ -227,7 +227,7 @@ def test_tree_selection(m4_project: Path, host_project: Path, tmp_path: Path, mo
 
 
 def test_no_tree_says_how_to_get_one(m4_project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import edgeq.codegen.verify_setup as setup
+    import edgeq.firmware.verify_setup as setup
 
     monkeypatch.delenv("EDGEQ_TFLM_DIR", raising=False)
     monkeypatch.setattr(setup, "default_tflm_location", lambda: None)
