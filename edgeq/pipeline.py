@@ -22,12 +22,14 @@ from edgeq.console import info, warn_and_keep
 from edgeq.errors import CalibrationError, GateError, OutputExistsError, UserError
 from edgeq.model.loading import LoadedModel, load_model
 from edgeq.check.micro import MicroResult, check_micro, runtime_available
+from edgeq.firmware.memory_step import check_mode, memory_step, save_memory_chart
 from edgeq.quantization.convert import MICRO_INCAPABLE, QuantSettings, convert, refuse_uninitialized_variables
 from edgeq.report import BuildReport, render_markdown
 from edgeq.model.tflite_info import ModelInfo, parse
 from edgeq.check.validation import ReferenceRunner, ValidationResult, compare, tflm_agreement
 
 if TYPE_CHECKING:
+    from edgeq.firmware.memory_step import MemoryOutcome
     from edgeq.firmware.step import FirmwareOptions
     from edgeq.quantization.layer_report import LayerReport
     from edgeq.quantization.qat import QatConfig
@@ -47,6 +49,7 @@ class Options:
     max_accuracy_drop: float | None = None
     qat: "QatConfig | None" = None
     layer_report: bool = False
+    memory_plan: str = "auto"  # edgeq.firmware.memory_step.MEMORY_PLANS
 
 
 @dataclass
@@ -65,6 +68,7 @@ class _Run:
     fw_input_source: str = ""  # "eval sample 0", "calibration sample 0" or "pseudo-random (seed 0)"
     fw_output: list[np.ndarray] | None = None  # host TFLM's output for fw_input (None: TFLM did not run)
     task: str | None = None  # "regression" when the eval labels are targets, not classes; else inferred by the report
+    memory: "MemoryOutcome | None" = None  # the memory profile and plan (None: a mode TFLM cannot run)
 
 
 def prepare_data(model: LoadedModel, opts: Options, warnings: list[str]) -> tuple[Samples | None, Samples | None]:
@@ -156,6 +160,12 @@ def _run(model_path: str | Path, opts: Options, *, micro_strict: bool) -> _Run:
         message = agree.warning()
         if message:
             warn_and_keep(warnings, message)
+    memory = None
+    if settings.mode not in MICRO_INCAPABLE:  # before the arena rule and budget: they use the planned figure
+        memory = memory_step(data, micro, eval_q if eval_q is not None else fw_input, mode=opts.memory_plan)
+        if memory.kept and memory.plan is not None:
+            data, info_ = memory.data, parse(memory.data)
+            micro = dataclasses.replace(micro, arena_bytes=memory.plan.arena_with, arena_reported_bytes=None)
     layers = None
     if opts.layer_report:
         if eval_s is None or calib is None:
@@ -165,7 +175,7 @@ def _run(model_path: str | Path, opts: Options, *, micro_strict: bool) -> _Run:
         layers = layer_report(model, calib, eval_s, settings)
     task = "regression" if eval_s is not None and eval_s.y is None and eval_s.targets else None
     return _Run(model, data, info_, validation, micro, eval_q, ref_raw, warnings, qat_summary, layers,
-                fw_input, fw_source, fw_output, task)
+                fw_input, fw_source, fw_output, task, memory)
 
 
 def _validate(
@@ -244,6 +254,7 @@ def _report(run: _Run, kind: str, tflite_path: str | None, **extra: Any) -> Buil
         qat=run.qat,
         layer_report=run.layers,
         task=run.task,
+        memory=run.memory.to_dict() if run.memory is not None else None,
         **{k: v for k, v in extra.items() if k != "mode"},
     )
 
@@ -285,6 +296,7 @@ def quantize(
     max_accuracy_drop: float | None = None,
     qat: "QatConfig | None" = None,
     layer_report: bool = False,
+    memory_plan: str = "auto",
 ) -> BuildReport:
     """Quantize, validate and TFLM-check ``model``; write only the .tflite (no firmware files)."""
     out = Path(output)
@@ -292,7 +304,7 @@ def quantize(
     if out.exists() and not force:
         raise OutputExistsError(f"{out} exists", hint="pass --force to overwrite it")
     opts = Options(calibration, eval_data, samples, QuantSettings(mode, io, allow_float_fallback), scale,
-                   max_accuracy_drop, qat, layer_report)
+                   max_accuracy_drop, qat, layer_report, check_mode(memory_plan))
     run = _run(model, opts, micro_strict=mode not in MICRO_INCAPABLE)
     outdir.write_file(out, run.data, flag="--output")  # temp file beside it + os.replace, 0644
     report = _report(run, "quantize", str(out), mode=mode)
@@ -318,6 +330,7 @@ def build(
     firmware: "FirmwareOptions | None" = None,
     qat: "QatConfig | None" = None,
     layer_report: bool = False,
+    memory_plan: str = "auto",
 ) -> BuildReport:
     """The whole pipeline; writes ``<name>.tflite``, ``report.json``, ``report.md`` (+ firmware) to ``out``.
 
@@ -342,7 +355,7 @@ def build(
         firmware_step.check_out(out_dir, force=force)
     opts = Options(calibration, eval_data, samples,
                    QuantSettings(mode, io, allow_float_fallback, per_channel_dense=tgt.per_channel_dense), scale,
-                   max_accuracy_drop, qat, layer_report)
+                   max_accuracy_drop, qat, layer_report, check_mode(memory_plan))
     run = _run(model_path, opts, micro_strict=True)
     firmware_step.check_budget(run, tgt, fw_opts)  # refuses before anything is written
     common = dict(name=cname, target=tgt, force=force, final=out_dir, opts=fw_opts)
@@ -357,6 +370,8 @@ def build(
             (tmp / "layer_report.png").unlink(missing_ok=True)  # maybe a hard link to the old tree's
             if save_chart(run.layers, tmp / "layer_report.png"):  # only with matplotlib (edgeq[plots])
                 run.layers = dataclasses.replace(run.layers, chart=str(out_dir / "layer_report.png"))
+        if run.memory is not None:
+            run.memory = save_memory_chart(run.memory, tmp / "memory_profile.png", final=out_dir / "memory_profile.png")
         for f in fw.get("write", {}).get("files", []):
             if f["action"] == "kept":
                 warn_and_keep(run.warnings, f"kept your edited {f['path']} (pass --force to regenerate it)")

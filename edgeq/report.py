@@ -30,6 +30,7 @@ class BuildReport:
     #: never top-1 agreement (argmax of a reconstruction means nothing). Inferred when not given:
     #: the QAT losses, else the loss the Keras file was compiled with.
     task: str | None = None
+    memory: dict[str, Any] | None = None  # edgeq.firmware.memory_step.MemoryOutcome.to_dict()
 
     def __post_init__(self) -> None:
         if self.task is None:
@@ -62,7 +63,23 @@ class BuildReport:
             "warnings": list(self.warnings),
             "qat": qat,
             "layer_report": None if self.layer_report is None else self.layer_report.to_dict(),
+            "memory": self.memory,
         }
+
+
+def _memory_markdown(report: BuildReport) -> str:
+    """The memory profile section, with the kept plan's figure and why a plan was dropped."""
+    from edgeq.check.memory_profile import MemoryProfile, render_markdown as memory_markdown
+
+    memory = report.memory or {}
+    plan = memory.get("plan") or {}
+    planned = plan["plan"]["planned_bytes"] if plan.get("kept") else None
+    text = memory_markdown(MemoryProfile.from_dict(memory["profile"]), arena=report.micro.get("arena_bytes"), planned=planned)
+    if plan:
+        text += f"\nOffline memory plan ({memory['memory_plan']}): {plan['reason']}.\n"
+    if memory.get("chart"):
+        text += "\n![memory profile](memory_profile.png)\n"
+    return text
 
 
 def infer_task(model: dict[str, Any], qat: dict[str, Any] | None) -> str | None:
@@ -196,6 +213,8 @@ def render_markdown(report: BuildReport) -> str:
     lines += ["| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in escaped]
     if report.warnings:
         lines += ["", "## Warnings", ""] + [f"- {w}" for w in report.warnings]
+    if report.memory is not None:
+        lines += ["", _memory_markdown(report).rstrip("\n")]
     if report.layer_report is not None:
         lines += ["", report.layer_report.to_markdown().rstrip("\n")]
     return "\n".join(lines) + "\n"

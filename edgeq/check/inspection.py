@@ -11,12 +11,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+from edgeq.check.memory_profile import profile
 from edgeq.errors import ModelError
 from edgeq.model.tflite_info import read_tflite
 
 
 def inspect(path: str | Path, *, micro: bool = True) -> dict[str, Any]:
-    """Describe a .tflite: tensors, ops, I/O, integer-ness, and (with ``micro``) TFLM support and arena.
+    """Describe a .tflite: tensors, ops, I/O, integer-ness, its memory profile (per op MACs,
+    live bytes and scratch, the peak op and the lower bound), and (with ``micro``) TFLM
+    support and arena.
 
     Returns a plain dict because it is a report, not something code builds on; code that
     needs the structure calls ``read_tflite``. Always valid JSON: ``parse`` refuses
@@ -24,6 +27,7 @@ def inspect(path: str | Path, *, micro: bool = True) -> dict[str, Any]:
     """
     data, info = read_tflite(path)
     doc: dict[str, Any] = {"schema_version": 1, "kind": "inspect", "path": str(path), **info.to_dict()}
+    doc["memory"] = profile(data).to_dict()
     if micro:
         from edgeq.check.micro import check_micro
 

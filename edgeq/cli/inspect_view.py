@@ -54,6 +54,17 @@ def render_inspect(doc: dict[str, Any]) -> None:
                         "yes" if t["constant"] else "")
     out.print(tensors)
     m = doc.get("micro")
+    memory = doc.get("memory")
+    if memory:
+        from edgeq.check.memory_profile import MemoryProfile, rich_table
+
+        out.print(rich_table(memory))
+        arena = m.get("arena_bytes") if m else None
+        out.print(_plain("memory: " + MemoryProfile.from_dict(memory).summary(arena)))
+        for u in memory["uint8_io"]:
+            out.print(_plain(f"  uint8 {u['role']} {u['tensor']}: {u['bytes']:,} B, live next to its int8 copy at op {u['op']}"))
+        if memory["uint8_io"]:
+            out.print(_plain(f"  int8 I/O would lower the bound by {memory['uint8_io_bound_cost_bytes']:,} B"))
     if m:
         if m["supported"] is False:
             why = ", ".join(m["unsupported_ops"]) or m.get("error") or ""

@@ -44,6 +44,8 @@ Loss = Annotated[Optional[str], typer.Option("--loss", help="QAT loss (a Keras n
                                              "Default: the model's compiled loss, else chosen from the labels.")]
 LayerReport = Annotated[bool, typer.Option("--layer-report", help="Per-layer int8 error table (TF QuantizationDebugger) "
                                            "in the report; a PNG chart too with edgeq[plots].")]
+MemoryPlan = Annotated[str, typer.Option("--memory-plan", help="auto: write an offline memory plan into the model "
+                                         "when TFLM proves it shrinks the arena (outputs byte-identical); off: never.")]
 
 
 def qat_config(qat: bool, train_data: Optional[Path], epochs: int, batch_size: int, learning_rate: float,

@@ -11,7 +11,7 @@ from edgeq.context import run_context
 
 from edgeq.cli.options import (
     BatchSize, Calibration, Debug, Epochs, EvalData, FloatFallback, Force, Io, Json, LayerReport, LearningRate, Loss,
-    MaxDrop, Mode, ModelArg, Qat, Samples, Scale, TrainData, emit_report, qat_config,
+    MaxDrop, MemoryPlan, Mode, ModelArg, Qat, Samples, Scale, TrainData, emit_report, qat_config,
 )
 
 
@@ -33,6 +33,7 @@ def quantize_command(
     learning_rate: LearningRate = 1e-4,
     loss: Loss = None,
     layer_report: LayerReport = False,
+    memory_plan: MemoryPlan = "auto",
     force: Force = False,
     json_out: Json = False,
     debug: Debug = False,
@@ -46,6 +47,7 @@ def quantize_command(
         calibration=calibration, eval_data=eval_data, samples=samples, scale=scale,
         max_accuracy_drop=max_accuracy_drop,
         qat=qat_config(qat, train_data, epochs, batch_size, learning_rate, loss), layer_report=layer_report,
+        memory_plan=memory_plan,
     )
     emit_report(report, json_out)
 

@@ -1,0 +1,90 @@
+"""The pipeline's memory step: the converted model's memory profile and, with
+``--memory-plan auto``, an offline memory plan kept only where TFLM proves it pays.
+
+Why a step of its own, after the TFLM check: the plan is judged on the real runtime
+(``choose_plan`` bisects the host arena of the model with and without the plan and
+compares every output byte), so it needs a model TFLM already runs and the inputs it ran;
+and everything after it (the target's arena rule, the budget, the firmware's
+``k...TensorArenaSize``) must see the planned figure, so it comes before them. The plan
+changes only the model's metadata, never a weight or an op: outputs are identical by
+construction and checked anyway.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+from edgeq.check.memory_profile import MemoryProfile, plot, profile
+from edgeq.errors import UserError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+
+    from edgeq.check.micro import MicroResult
+    from edgeq.firmware.memory_plan import PlanReport
+
+MEMORY_PLANS = ("auto", "off")
+#: Samples both models run on when a plan is tried: enough to catch a changed byte (the plan
+#: moves buffers; a wrong one corrupts every sample alike), few enough to cost < 1 s.
+PLAN_SAMPLES = 4
+
+
+@dataclass(frozen=True)
+class MemoryOutcome:
+    """The profile of the converted model and what became of the plan."""
+
+    data: bytes  # the model to ship: planned when the plan was kept
+    profile: MemoryProfile  # of the model before planning (TFLM's own greedy figure inside)
+    mode: str
+    plan: "PlanReport | None" = None  # None: not tried (off, or TFLM did not run the model)
+    chart: str | None = None  # memory_profile.png, where one was drawn (edgeq[plots])
+
+    @property
+    def kept(self) -> bool:
+        return self.plan is not None and self.plan.kept
+
+    @property
+    def planned_bytes(self) -> int | None:
+        """TFLM's non-persistent part with the kept plan."""
+        return self.plan.plan.planned_bytes if self.kept and self.plan is not None else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"memory_plan": self.mode, "profile": self.profile.to_dict(),
+                "plan": self.plan.to_dict() if self.plan is not None else None, "chart": self.chart}
+
+
+def check_mode(mode: str) -> str:
+    if mode not in MEMORY_PLANS:
+        raise UserError(f"--memory-plan must be one of {', '.join(MEMORY_PLANS)}, not {mode!r}",
+                        hint="auto keeps an offline memory plan only when it shrinks TFLM's arena; off never writes one")
+    return mode
+
+
+def memory_step(data: bytes, micro: "MicroResult", inputs: "Sequence[np.ndarray] | None", *, mode: str) -> MemoryOutcome:
+    """Profile ``data``; with ``mode`` auto and a model TFLM ran (``micro``, on ``inputs``),
+    try an offline plan on the first ``PLAN_SAMPLES`` of those inputs."""
+    prof = profile(data)
+    if mode == "off" or not micro.supported or micro.arena_bytes is None or not micro.outputs:
+        return MemoryOutcome(data, prof, mode)
+    from edgeq.firmware.memory_plan import choose_plan
+
+    probe = [x[:PLAN_SAMPLES] for x in inputs] if inputs else None
+    planned, report = choose_plan(data, inputs=probe)
+    return MemoryOutcome(planned, prof, mode, report)
+
+
+def save_memory_chart(outcome: MemoryOutcome, path: Path, *, final: Path) -> MemoryOutcome:
+    """Draw ``memory_profile.png`` at ``path`` when matplotlib is installed (``edgeq[plots]``);
+    the returned outcome names ``final``, where the file ends up (not the staging folder)."""
+    import importlib.util
+
+    path.unlink(missing_ok=True)  # maybe a hard link to the previous output's chart
+    if importlib.util.find_spec("matplotlib") is None:
+        return outcome
+    plot(outcome.profile, path, planned_arena=outcome.planned_bytes)
+    return replace(outcome, chart=str(final))
+
+
+__all__ = ["MEMORY_PLANS", "MemoryOutcome", "PLAN_SAMPLES", "check_mode", "memory_step", "save_memory_chart"]
