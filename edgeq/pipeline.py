@@ -8,11 +8,12 @@ place only when all of it succeeded: a failed build never leaves a half-written 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 
@@ -111,7 +112,8 @@ def prepare_data(model: LoadedModel, opts: Options, warnings: list[str]) -> tupl
     return calib, eval_s
 
 
-def _run(model_path: str | Path, opts: Options, *, micro_strict: bool) -> _Run:
+def _run(model_path: str | Path, opts: Options, *, micro_strict: bool,
+         loaded: Callable[[LoadedModel], object] | None = None) -> _Run:
     from edgeq.firmware import step as firmware_step
 
     settings = opts.settings.validate()
@@ -119,6 +121,8 @@ def _run(model_path: str | Path, opts: Options, *, micro_strict: bool) -> _Run:
         raise UserError("--samples must be at least 1")
     warnings: list[str] = []
     model = load_model(model_path)
+    if loaded is not None:  # a build's early budget check: before minutes of conversion
+        loaded(model)
     if opts.qat is not None and settings.mode != "int8":
         raise UserError("--qat needs --mode int8", hint="QAT fine-tunes the model's layers, then converts it full-integer")
     if opts.qat is not None and model.format not in ("keras", "tf_keras"):
@@ -356,7 +360,8 @@ def build(
     opts = Options(calibration, eval_data, samples,
                    QuantSettings(mode, io, allow_float_fallback, per_channel_dense=tgt.per_channel_dense), scale,
                    max_accuracy_drop, qat, layer_report, check_mode(memory_plan))
-    run = _run(model_path, opts, micro_strict=True)
+    early = functools.partial(firmware_step.refuse_early, target=tgt, settings=opts.settings, opts=fw_opts)
+    run = _run(model_path, opts, micro_strict=True, loaded=early)
     firmware_step.check_budget(run, tgt, fw_opts)  # refuses before anything is written
     common = dict(name=cname, target=tgt, force=force, final=out_dir, opts=fw_opts)
     if dry_run:

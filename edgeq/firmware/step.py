@@ -120,6 +120,15 @@ def firmware_input(
     return pseudo_random_input(info_.inputs, seed=PSEUDO_RANDOM_SEED), f"pseudo-random (seed {PSEUDO_RANDOM_SEED})"
 
 
+def refuse_early(model: Any, *, target: Any, settings: Any, opts: FirmwareOptions) -> None:
+    """``BudgetError`` before conversion when the float model's lower bounds already exceed
+    the target's flash or RAM (``edgeq.firmware.early_budget``)."""
+    from edgeq.firmware.early_budget import refuse_early as _refuse
+
+    _refuse(model.keras_model, target, mode=settings.mode, io=settings.io_type, flash=opts.flash, ram=opts.ram,
+            allow_over_budget=opts.allow_over_budget)
+
+
 def check_budget(run: Any, target: Any, opts: FirmwareOptions) -> Any:
     """Budget figures for the report; raises ``BudgetError`` (or ``UnsupportedOpError``
     for an op the target's TFLM copy lacks) before anything is written."""
