@@ -21,9 +21,11 @@ from edgeq.model.calibration import Samples
 from edgeq.console import info, quiet
 from edgeq.errors import EdgeqError, UserError
 from edgeq.model.loading import LoadedModel, load_model
+from edgeq.check.memory_profile import profile
 from edgeq.check.micro import check_micro
 from edgeq.quantization.convert import MICRO_INCAPABLE, MODES, QuantSettings, convert
 from edgeq.model.tflite_info import ModelInfo, parse
+from edgeq.quantization.dense_choice import has_per_channel_dense
 from edgeq.check.validation import ReferenceRunner, compare
 
 SCHEMA_VERSION = 1
@@ -31,6 +33,8 @@ SCHEMA_VERSION = 1
 MICRO_SAMPLES = 4
 LATENCY_RUNS = 50
 _NOT_ON_TFLM = "TFLM cannot run float16/dynamic-range (hybrid) models"
+#: The extra row for models with per-channel dense layers (``--dense per-tensor``).
+PER_TENSOR_DENSE = "int8 (per-tensor dense)"
 
 
 @dataclass(frozen=True)
@@ -49,13 +53,15 @@ class ModeRow:
     arena_bytes: int | None = None
     latency_us: float | None = None
     error: str | None = None
+    lower_bound_bytes: int | None = None  # the memory profile's bound on TFLM's non-persistent arena
+    dense_per_channel: bool = field(default=False, repr=False)  # has a per-channel FULLY_CONNECTED weight
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "size_bytes": self.size_bytes, "input_dtype": self.input_dtype, "output_dtype": self.output_dtype,
             "accuracy": self.accuracy, "agreement": self.agreement, "rmse": self.rmse,
             "runs_on_tflm": self.runs_on_tflm, "tflm_note": self.tflm_note, "arena_bytes": self.arena_bytes,
-            "latency_us": self.latency_us, "error": self.error,
+            "latency_us": self.latency_us, "error": self.error, "lower_bound_bytes": self.lower_bound_bytes,
         }
 
 
@@ -70,6 +76,7 @@ class CompareReport:
     rows: tuple[ModeRow, ...]
     latency_runs: int = LATENCY_RUNS
     warnings: tuple[str, ...] = field(default=())
+    variants: tuple[ModeRow, ...] = field(default=())  # other conversions of a mode (PER_TENSOR_DENSE)
 
     def to_dict(self) -> dict[str, Any]:
         from edgeq.version import __version__
@@ -79,6 +86,7 @@ class CompareReport:
             "model": self.model, "samples": self.samples, "source": self.source,
             "float_accuracy": self.float_accuracy, "latency_runs": self.latency_runs,
             "modes": {r.mode: r.to_dict() for r in self.rows}, "warnings": list(self.warnings),
+            "variants": {r.mode: r.to_dict() for r in self.variants},
         }
 
     def render_table(self) -> None:
@@ -92,16 +100,17 @@ class CompareReport:
             title += f", float accuracy {100 * self.float_accuracy:.2f} %"
         table = Table(title=title, title_justify="left")
         for col in ("mode", "size", "accuracy" if labelled else "agreement", "RMSE vs float", "runs on TFLM",
-                    "TFLM arena", "host latency"):
+                    "TFLM arena", "lower bound", "host latency"):
             table.add_column(col, justify="left" if col in ("mode", "runs on TFLM") else "right")
-        for r in self.rows:
+        for r in (*self.rows, *self.variants):
             if r.error:
-                table.add_row(r.mode, "–", "–", "–", "–", "–", "–", style="red")
+                table.add_row(r.mode, "–", "–", "–", "–", "–", "–", "–", style="red")
                 continue
             table.add_row(
                 r.mode, f"{r.size_bytes:,} B", _pct(r.accuracy if labelled else r.agreement), _num(r.rmse),
                 {True: "yes", False: "no", None: "not checked"}[r.runs_on_tflm],
                 "–" if r.arena_bytes is None else f"{r.arena_bytes:,} B",
+                "–" if r.lower_bound_bytes is None else f"{r.lower_bound_bytes:,} B",
                 "–" if r.latency_us is None else f"{r.latency_us:,.1f} µs",
             )
         out.print(table)
@@ -153,19 +162,26 @@ def compare_modes(
         raise UserError("compare needs evaluation data", hint="pass --eval-data, or real --calibration data to hold some out")
     float_out = model.predict(list(eval_s.xs))
     float_acc = compare(float_out, float_out, eval_s.y).float_accuracy
-    rows = []
+    rows: list[ModeRow] = []
+    variants: list[ModeRow] = []
     for mode in modes:
         info(f"[{mode}] converting…")
         rows.append(_measure(model, mode, calib, eval_s, float_out, latency_runs))
+        if mode == "int8" and rows[-1].dense_per_channel:  # the --dense per-tensor variant, side by side
+            info(f"[{PER_TENSOR_DENSE}] converting…")
+            variants.append(_measure(model, PER_TENSOR_DENSE, calib, eval_s, float_out, latency_runs,
+                                     QuantSettings("int8", per_channel_dense=False)))
     meta = {"path": str(model.path), "format": model.format, "sha256": model.sha256}
-    return CompareReport(meta, len(eval_s), eval_s.source, float_acc, tuple(rows), latency_runs, tuple(warnings))
+    return CompareReport(meta, len(eval_s), eval_s.source, float_acc, tuple(rows), latency_runs, tuple(warnings),
+                         tuple(variants))
 
 
 def _measure(
-    model: LoadedModel, mode: str, calib: Samples | None, eval_s: Samples, float_out: list[np.ndarray], runs: int
+    model: LoadedModel, mode: str, calib: Samples | None, eval_s: Samples, float_out: list[np.ndarray], runs: int,
+    settings: QuantSettings | None = None,
 ) -> ModeRow:
     try:
-        data = convert(model, QuantSettings(mode), calib)
+        data = convert(model, settings or QuantSettings(mode), calib)
         mi = parse(data)
         runner = ReferenceRunner(data, mi, [s.name for s in model.inputs], [s.name for s in model.outputs],
                                  trusted=True)  # edgeq's own conversion, not a file from outside
@@ -174,9 +190,11 @@ def _measure(
     except EdgeqError as exc:
         return ModeRow(mode, error=exc.message)
     runs_on, note, arena = _micro(data, mi, mode, [q[:MICRO_SAMPLES] for q in q_in])
+    bound = profile(data).lower_bound if runs_on else None
     return ModeRow(
         mode, mi.size_bytes, mi.inputs[0].dtype.lower(), mi.outputs[0].dtype.lower(),
         v.quantized_accuracy, v.agreement, v.rmse, runs_on, note, arena, host_latency_us(data, q_in, runs=runs),
+        lower_bound_bytes=bound, dense_per_channel=has_per_channel_dense(mi),
     )
 
 

@@ -20,17 +20,19 @@ import numpy as np
 from edgeq import outdir
 from edgeq.model.calibration import Samples, load_samples, random_samples, split_for_validation, warn_if_few
 from edgeq.console import info, warn_and_keep
-from edgeq.errors import CalibrationError, GateError, OutputExistsError, UserError
+from edgeq.errors import CalibrationError, OutputExistsError, UserError
 from edgeq.model.loading import LoadedModel, load_model
 from edgeq.check.micro import MicroResult, check_micro, runtime_available
 from edgeq.firmware.memory_step import check_mode, memory_step, save_memory_chart
+from edgeq.quantization.dense_choice import check_choice
 from edgeq.quantization.convert import MICRO_INCAPABLE, QuantSettings, convert, refuse_uninitialized_variables
-from edgeq.report import BuildReport, render_markdown
+from edgeq.report import BuildReport, gate, render_markdown, run_report
 from edgeq.model.tflite_info import ModelInfo, parse
 from edgeq.check.validation import ReferenceRunner, ValidationResult, compare, tflm_agreement
 
 if TYPE_CHECKING:
     from edgeq.firmware.memory_step import MemoryOutcome
+    from edgeq.quantization.dense_choice import DenseChoice
     from edgeq.firmware.step import FirmwareOptions
     from edgeq.quantization.layer_report import LayerReport
     from edgeq.quantization.qat import QatConfig
@@ -51,6 +53,7 @@ class Options:
     qat: "QatConfig | None" = None
     layer_report: bool = False
     memory_plan: str = "auto"  # edgeq.firmware.memory_step.MEMORY_PLANS
+    dense_auto: bool = False  # convert dense layers both ways and keep per-tensor where it costs nothing
 
 
 @dataclass
@@ -70,6 +73,7 @@ class _Run:
     fw_output: list[np.ndarray] | None = None  # host TFLM's output for fw_input (None: TFLM did not run)
     task: str | None = None  # "regression" when the eval labels are targets, not classes; else inferred by the report
     memory: "MemoryOutcome | None" = None  # the memory profile and plan (None: a mode TFLM cannot run)
+    dense: "DenseChoice | None" = None  # what --dense auto chose (None: not asked, or no per-channel dense layer)
 
 
 def prepare_data(model: LoadedModel, opts: Options, warnings: list[str]) -> tuple[Samples | None, Samples | None]:
@@ -148,6 +152,21 @@ def _run(model_path: str | Path, opts: Options, *, micro_strict: bool,
                   f"{', '.join(float_inside[:8])} (a layer without an int8 kernel stayed float)")
     float_out = model.predict(list(eval_s.xs)) if (eval_s is not None and model.has_float_reference) else None
     validation, eval_q, ref_raw = _validate(model, data, info_, eval_s, float_out)
+    dense = None
+    if opts.dense_auto and model.format != "tflite":
+        from edgeq.quantization.dense_choice import Variant, choose_dense
+
+        def per_tensor() -> Variant:
+            d = convert(model, dataclasses.replace(settings, per_channel_dense=False), calib)
+            i = parse(d)
+            v, q, r = _validate(model, d, i, eval_s, float_out)
+            return Variant(d, i, v, (q, r))
+
+        chosen, dense = choose_dense(Variant(data, info_, validation, (eval_q, ref_raw)), per_tensor,
+                                     max_drop=opts.max_accuracy_drop)
+        data, info_, validation, (eval_q, ref_raw) = chosen.data, chosen.info, chosen.validation, chosen.extra
+        if dense is not None and dense.chosen == "per-tensor":  # QAT converts the same way
+            opts = dataclasses.replace(opts, settings=dataclasses.replace(settings, per_channel_dense=False))
     qat_summary = None
     if opts.qat is not None:
         data, info_, validation, eval_q, ref_raw, qat_summary = _qat(model, opts, calib, eval_s, float_out, validation)
@@ -179,7 +198,7 @@ def _run(model_path: str | Path, opts: Options, *, micro_strict: bool,
         layers = layer_report(model, calib, eval_s, settings)
     task = "regression" if eval_s is not None and eval_s.y is None and eval_s.targets else None
     return _Run(model, data, info_, validation, micro, eval_q, ref_raw, warnings, qat_summary, layers,
-                fw_input, fw_source, fw_output, task, memory)
+                fw_input, fw_source, fw_output, task, memory, dense)
 
 
 def _validate(
@@ -233,50 +252,6 @@ def _micro(
     return check_micro(data, info_, samples=eval_q, strict=strict)
 
 
-def _report(run: _Run, kind: str, tflite_path: str | None, **extra: Any) -> BuildReport:
-    i0, o0 = run.info.inputs[0], run.info.outputs[0]
-    mode = run.model.format == "tflite" and ("int8" if run.info.fully_integer else "float/mixed")
-    return BuildReport(
-        kind=kind,
-        model={"path": str(run.model.path), "format": run.model.format, "sha256": run.model.sha256},
-        tflite={"path": tflite_path, "size_bytes": run.info.size_bytes, "sha256": run.info.sha256},
-        quantization={
-            "mode": mode or extra.pop("mode"),
-            "input_dtype": i0.dtype.lower(),
-            "output_dtype": o0.dtype.lower(),
-            "input_scale": i0.scale,
-            "input_zero_point": i0.zero_point,
-            "output_scale": o0.scale,
-            "output_zero_point": o0.zero_point,
-            "inputs": [t.to_dict() for t in run.info.inputs],
-            "outputs": [t.to_dict() for t in run.info.outputs],
-            "fully_integer": run.info.fully_integer,
-        },
-        validation=run.validation.to_dict(),
-        micro=run.micro.to_dict(),
-        warnings=tuple(run.warnings),
-        qat=run.qat,
-        layer_report=run.layers,
-        task=run.task,
-        memory=run.memory.to_dict() if run.memory is not None else None,
-        **{k: v for k, v in extra.items() if k != "mode"},
-    )
-
-
-def _gate(report: BuildReport, max_drop: float | None) -> None:
-    if max_drop is None:
-        return
-    v = report.validation
-    if v["float_accuracy"] is None or v["quantized_accuracy"] is None:
-        raise UserError("--max-accuracy-drop needs labelled evaluation data ('y' in --eval-data)")
-    drop = 100.0 * (v["float_accuracy"] - v["quantized_accuracy"])
-    if drop > max_drop:
-        raise GateError(
-            f"quantized accuracy is {drop:.2f} points below float (allowed: {max_drop:g})",
-            hint="add representative calibration data, try --mode int16x8, or quantization-aware training",
-        )
-
-
 @contextmanager
 def staged_dir(out: Path) -> Iterator[Path]:
     """A staging sibling of ``out`` that replaces it in one atomic swap only if the block
@@ -301,18 +276,21 @@ def quantize(
     qat: "QatConfig | None" = None,
     layer_report: bool = False,
     memory_plan: str = "auto",
+    dense: str | None = None,
 ) -> BuildReport:
     """Quantize, validate and TFLM-check ``model``; write only the .tflite (no firmware files)."""
     out = Path(output)
     outdir.check_dest(out, kind="file", flag="--output")  # a folder, a file in the path, read-only: refused now
     if out.exists() and not force:
         raise OutputExistsError(f"{out} exists", hint="pass --force to overwrite it")
-    opts = Options(calibration, eval_data, samples, QuantSettings(mode, io, allow_float_fallback), scale,
-                   max_accuracy_drop, qat, layer_report, check_mode(memory_plan))
+    choice = check_choice(dense, target_per_channel=True)
+    opts = Options(calibration, eval_data, samples,
+                   QuantSettings(mode, io, allow_float_fallback, per_channel_dense=choice != "per-tensor"), scale,
+                   max_accuracy_drop, qat, layer_report, check_mode(memory_plan), choice == "auto")
     run = _run(model, opts, micro_strict=mode not in MICRO_INCAPABLE)
     outdir.write_file(out, run.data, flag="--output")  # temp file beside it + os.replace, 0644
-    report = _report(run, "quantize", str(out), mode=mode)
-    _gate(report, max_accuracy_drop)
+    report = run_report(run, "quantize", str(out), mode=mode)
+    gate(report, max_accuracy_drop)
     return report
 
 
@@ -335,6 +313,7 @@ def build(
     qat: "QatConfig | None" = None,
     layer_report: bool = False,
     memory_plan: str = "auto",
+    dense: str | None = None,
 ) -> BuildReport:
     """The whole pipeline; writes ``<name>.tflite``, ``report.json``, ``report.md`` (+ firmware) to ``out``.
 
@@ -357,16 +336,17 @@ def build(
         )
     if not dry_run:
         firmware_step.check_out(out_dir, force=force)
+    choice = check_choice(dense, target_per_channel=tgt.per_channel_dense, target=tgt.name)
     opts = Options(calibration, eval_data, samples,
-                   QuantSettings(mode, io, allow_float_fallback, per_channel_dense=tgt.per_channel_dense), scale,
-                   max_accuracy_drop, qat, layer_report, check_mode(memory_plan))
+                   QuantSettings(mode, io, allow_float_fallback, per_channel_dense=choice != "per-tensor"), scale,
+                   max_accuracy_drop, qat, layer_report, check_mode(memory_plan), choice == "auto")
     early = functools.partial(firmware_step.refuse_early, target=tgt, settings=opts.settings, opts=fw_opts)
     run = _run(model_path, opts, micro_strict=True, loaded=early)
     firmware_step.check_budget(run, tgt, fw_opts)  # refuses before anything is written
     common = dict(name=cname, target=tgt, force=force, final=out_dir, opts=fw_opts)
     if dry_run:
         fw = firmware_step.write(out_dir, None, run, dry_run=True, **common)
-        return _report(run, "build", None, mode=mode, target=tgt.to_dict(), firmware=fw, out_dir=str(out_dir))
+        return run_report(run, "build", None, mode=mode, target=tgt.to_dict(), firmware=fw, out_dir=str(out_dir))
     with staged_dir(out_dir) as tmp:
         fw = firmware_step.write(tmp, out_dir if out_dir.is_dir() else None, run, **common)
         if run.layers is not None:  # after the mirror of the previous output, which may hold an older chart
@@ -380,7 +360,7 @@ def build(
         for f in fw.get("write", {}).get("files", []):
             if f["action"] == "kept":
                 warn_and_keep(run.warnings, f"kept your edited {f['path']} (pass --force to regenerate it)")
-        report = _report(
+        report = run_report(
             run, "build", str(out_dir / f"{cname}.tflite"), mode=mode,
             target=tgt.to_dict(), firmware=fw, out_dir=str(out_dir),
         )
@@ -388,5 +368,5 @@ def build(
             outdir.write_new(tmp / f"{cname}.tflite", run.data)
             outdir.write_new(tmp / "report.json", (json.dumps(report.to_dict(), indent=2, sort_keys=True) + "\n").encode())
             outdir.write_new(tmp / "report.md", render_markdown(report).encode())
-    _gate(report, max_accuracy_drop)
+    gate(report, max_accuracy_drop)
     return report

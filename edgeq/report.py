@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from edgeq.errors import GateError, UserError
 from edgeq.version import __version__
 
 SCHEMA_VERSION = 1
@@ -82,6 +83,53 @@ def _memory_markdown(report: BuildReport) -> str:
     return text
 
 
+def run_report(run: Any, kind: str, tflite_path: str | None, **extra: Any) -> BuildReport:
+    """The report of one pipeline run (``edgeq.pipeline._Run``: model, .tflite, validation, TFLM, memory)."""
+    i0, o0 = run.info.inputs[0], run.info.outputs[0]
+    mode = run.model.format == "tflite" and ("int8" if run.info.fully_integer else "float/mixed")
+    return BuildReport(
+        kind=kind,
+        model={"path": str(run.model.path), "format": run.model.format, "sha256": run.model.sha256},
+        tflite={"path": tflite_path, "size_bytes": run.info.size_bytes, "sha256": run.info.sha256},
+        quantization={
+            "mode": mode or extra.pop("mode"),
+            "input_dtype": i0.dtype.lower(),
+            "output_dtype": o0.dtype.lower(),
+            "input_scale": i0.scale,
+            "input_zero_point": i0.zero_point,
+            "output_scale": o0.scale,
+            "output_zero_point": o0.zero_point,
+            "inputs": [t.to_dict() for t in run.info.inputs],
+            "outputs": [t.to_dict() for t in run.info.outputs],
+            "fully_integer": run.info.fully_integer,
+            "dense": run.dense.to_dict() if run.dense is not None else None,
+        },
+        validation=run.validation.to_dict(),
+        micro=run.micro.to_dict(),
+        warnings=tuple(run.warnings),
+        qat=run.qat,
+        layer_report=run.layers,
+        task=run.task,
+        memory=run.memory.to_dict() if run.memory is not None else None,
+        **{k: v for k, v in extra.items() if k != "mode"},
+    )
+
+
+def gate(report: BuildReport, max_drop: float | None) -> None:
+    """``GateError`` (exit 1) when quantized accuracy fell more than ``max_drop`` points below float."""
+    if max_drop is None:
+        return
+    v = report.validation
+    if v["float_accuracy"] is None or v["quantized_accuracy"] is None:
+        raise UserError("--max-accuracy-drop needs labelled evaluation data ('y' in --eval-data)")
+    drop = 100.0 * (v["float_accuracy"] - v["quantized_accuracy"])
+    if drop > max_drop:
+        raise GateError(
+            f"quantized accuracy is {drop:.2f} points below float (allowed: {max_drop:g})",
+            hint="add representative calibration data, try --mode int16x8, or quantization-aware training",
+        )
+
+
 def infer_task(model: dict[str, Any], qat: dict[str, Any] | None) -> str | None:
     """The task from what the run knows: QAT's losses, else the model file's compiled loss."""
     if qat and qat.get("task"):
@@ -135,6 +183,12 @@ def rows(report: BuildReport) -> list[tuple[str, str]]:
         ("TFLM supported", _micro_verdict(m)),
         ("TFLM arena (this host)", "–" if m["arena_bytes"] is None else f"{m['arena_bytes']:,} bytes"),
     ]
+    dense = q.get("dense")
+    if dense:
+        out.append(("dense layers", f"{dense['chosen']} (--dense auto: {dense['reason']})"))
+    plan = (report.memory or {}).get("plan")
+    if plan and plan.get("kept"):
+        out.append(("offline memory plan", f"kept: host arena {plan['arena_without_bytes']:,} → {plan['arena_with_bytes']:,} bytes"))
     fw = report.firmware or {}
     budget = fw.get("budget") or {}
     if fw.get("build_system"):

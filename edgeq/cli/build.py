@@ -16,7 +16,7 @@ from edgeq.context import run_context
 
 from edgeq.cli.options import (
     BatchSize, Calibration, Debug, Epochs, EvalData, FloatFallback, Force, Io, Json, LayerReport, LearningRate, Loss,
-    MaxDrop, MemoryPlan, Mode, Qat, Samples, Scale, TrainData, emit_report, example_paths, qat_config,
+    Dense, MaxDrop, MemoryPlan, Mode, Optimize, Qat, Samples, Scale, TrainData, emit_report, optimized, example_paths, qat_config,
 )
 
 
@@ -51,6 +51,8 @@ def build_command(
     loss: Loss = None,
     layer_report: LayerReport = False,
     memory_plan: MemoryPlan = "auto",
+    dense: Dense = None,
+    optimize: Optimize = None,
     verify: Annotated[bool, typer.Option("--verify", help="Then build the project against real TFLM and run it (`edgeq verify`).")] = False,
     tflm_dir: Annotated[Optional[Path], typer.Option("--tflm-dir", help="With --verify: the TFLM tree (see `edgeq verify --help`).")] = None,
     force: Force = False,
@@ -93,6 +95,7 @@ def _build_report(p: dict) -> object:
         p["calibration"] = p["calibration"] or str(calib_path)
         p["eval_data"] = p["eval_data"] or eval_path
         p["name"] = p["name"] or "digits"
+    dense, memory_plan = optimized(p["optimize"], p["dense"], p["memory_plan"])
     labels_list = None
     if p["labels"] is not None:
         from edgeq.firmware.sources import read_labels
@@ -103,7 +106,7 @@ def _build_report(p: dict) -> object:
         allow_float_fallback=p["allow_float_fallback"], calibration=p["calibration"], eval_data=p["eval_data"],
         samples=p["samples"], scale=p["scale"], max_accuracy_drop=p["max_accuracy_drop"],
         qat=qat_config(p["qat"], p["train_data"], p["epochs"], p["batch_size"], p["learning_rate"], p["loss"]),
-        layer_report=p["layer_report"], memory_plan=p["memory_plan"],
+        layer_report=p["layer_report"], memory_plan=memory_plan, dense=dense,
         firmware=FirmwareOptions(board=p["board"], lang=p["lang"], labels=labels_list, flash=p["flash"], ram=p["ram"],
                                  allow_over_budget=p["allow_over_budget"], targets_dir=p["targets_dir"],
                                  dry_run=p["dry_run"]),

@@ -46,6 +46,19 @@ LayerReport = Annotated[bool, typer.Option("--layer-report", help="Per-layer int
                                            "in the report; a PNG chart too with edgeq[plots].")]
 MemoryPlan = Annotated[str, typer.Option("--memory-plan", help="auto: write an offline memory plan into the model "
                                          "when TFLM proves it shrinks the arena (outputs byte-identical); off: never.")]
+Dense = Annotated[Optional[str], typer.Option("--dense", help="Dense-layer weights: per-channel (default), per-tensor, "
+                                              "or auto (both; per-tensor kept where within the accuracy gate and smaller).")]
+Optimize = Annotated[Optional[str], typer.Option("--optimize", help="ram: every RAM-saving choice (--dense auto, "
+                                                 "--memory-plan auto).")]
+
+
+def optimized(optimize: str | None, dense: str | None, memory_plan: str) -> tuple[str | None, str]:
+    """``--optimize ram`` as the explicit options it stands for; an explicit --dense wins."""
+    if optimize is None:
+        return dense, memory_plan
+    if optimize != "ram":
+        raise typer.BadParameter(f"--optimize takes ram, not {optimize!r}", param_hint="--optimize")
+    return dense or "auto", "auto"
 
 
 def qat_config(qat: bool, train_data: Optional[Path], epochs: int, batch_size: int, learning_rate: float,

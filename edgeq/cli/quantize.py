@@ -11,7 +11,7 @@ from edgeq.context import run_context
 
 from edgeq.cli.options import (
     BatchSize, Calibration, Debug, Epochs, EvalData, FloatFallback, Force, Io, Json, LayerReport, LearningRate, Loss,
-    MaxDrop, MemoryPlan, Mode, ModelArg, Qat, Samples, Scale, TrainData, emit_report, qat_config,
+    Dense, MaxDrop, MemoryPlan, Mode, Optimize, ModelArg, Qat, Samples, Scale, TrainData, emit_report, optimized, qat_config,
 )
 
 
@@ -34,6 +34,8 @@ def quantize_command(
     loss: Loss = None,
     layer_report: LayerReport = False,
     memory_plan: MemoryPlan = "auto",
+    dense: Dense = None,
+    optimize: Optimize = None,
     force: Force = False,
     json_out: Json = False,
     debug: Debug = False,
@@ -42,12 +44,13 @@ def quantize_command(
     run_context().note_debug(debug)
     import edgeq.pipeline as pipeline
 
+    dense_choice, plan = optimized(optimize, dense, memory_plan)
     report = pipeline.quantize(
         model, output=output, force=force, mode=mode, io=io, allow_float_fallback=allow_float_fallback,
         calibration=calibration, eval_data=eval_data, samples=samples, scale=scale,
         max_accuracy_drop=max_accuracy_drop,
         qat=qat_config(qat, train_data, epochs, batch_size, learning_rate, loss), layer_report=layer_report,
-        memory_plan=memory_plan,
+        memory_plan=plan, dense=dense_choice,
     )
     emit_report(report, json_out)
 
