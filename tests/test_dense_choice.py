@@ -84,3 +84,16 @@ def test_bad_dense_options_are_clear_errors(tmp_path: Path) -> None:
     r = run_edgeq("build", "--example", "--out", tmp_path / "c", "--optimize", "speed")
     assert r.code == 2 and "--optimize" in r.stderr and "Traceback" not in r.stderr
     assert not any((tmp_path / n).exists() for n in "abc")
+
+
+@pytest.mark.slow
+def test_compare_lists_the_per_tensor_dense_variant_and_the_lower_bound(models: dict[str, Path]) -> None:
+    r = run_edgeq("compare", models["skew"], "--calibration", models["skew_calib"], "--json")
+    assert r.code == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert set(doc["modes"]) == {"int8", "int16x8", "float16", "dynamic", "float32"}  # the contract, unchanged
+    variant = doc["variants"]["int8 (per-tensor dense)"]
+    assert variant["runs_on_tflm"] and variant["lower_bound_bytes"] > 0 and variant["rmse"] > doc["modes"]["int8"]["rmse"]
+    assert doc["modes"]["int8"]["lower_bound_bytes"] > 0 and doc["modes"]["float16"]["lower_bound_bytes"] is None
+    table = run_edgeq("compare", models["skew"], "--calibration", models["skew_calib"])
+    assert table.code == 0 and "int8 (per-tensor dense)" in table.stdout and "lower bound" in table.stdout
