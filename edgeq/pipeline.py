@@ -32,6 +32,7 @@ from edgeq.check.validation import ReferenceRunner, ValidationResult, compare, t
 
 if TYPE_CHECKING:
     from edgeq.firmware.memory_step import MemoryOutcome
+    from edgeq.firmware.strip import StripReport
     from edgeq.quantization.dense_choice import DenseChoice
     from edgeq.firmware.step import FirmwareOptions
     from edgeq.quantization.layer_report import LayerReport
@@ -54,6 +55,7 @@ class Options:
     layer_report: bool = False
     memory_plan: str = "auto"  # edgeq.firmware.memory_step.MEMORY_PLANS
     dense_auto: bool = False  # convert dense layers both ways and keep per-tensor where it costs nothing
+    strip: bool = False  # ship the model without what TFLM never reads (names, signatures, description)
 
 
 @dataclass
@@ -74,6 +76,7 @@ class _Run:
     task: str | None = None  # "regression" when the eval labels are targets, not classes; else inferred by the report
     memory: "MemoryOutcome | None" = None  # the memory profile and plan (None: a mode TFLM cannot run)
     dense: "DenseChoice | None" = None  # what --dense auto chose (None: not asked, or no per-channel dense layer)
+    strip: "StripReport | None" = None  # bytes saved by --strip
 
 
 def prepare_data(model: LoadedModel, opts: Options, warnings: list[str]) -> tuple[Samples | None, Samples | None]:
@@ -189,6 +192,11 @@ def _run(model_path: str | Path, opts: Options, *, micro_strict: bool,
         if memory.kept and memory.plan is not None:
             data, info_ = memory.data, parse(memory.data)
             micro = dataclasses.replace(micro, arena_bytes=memory.plan.arena_with, arena_reported_bytes=None)
+    stripped = None
+    if opts.strip:
+        from edgeq.firmware.strip import verified_strip
+
+        data, info_, stripped = verified_strip(data, info_, micro, eval_q if eval_q is not None else fw_input)
     layers = None
     if opts.layer_report:
         if eval_s is None or calib is None:
@@ -198,7 +206,7 @@ def _run(model_path: str | Path, opts: Options, *, micro_strict: bool,
         layers = layer_report(model, calib, eval_s, settings)
     task = "regression" if eval_s is not None and eval_s.y is None and eval_s.targets else None
     return _Run(model, data, info_, validation, micro, eval_q, ref_raw, warnings, qat_summary, layers,
-                fw_input, fw_source, fw_output, task, memory, dense)
+                fw_input, fw_source, fw_output, task, memory, dense, stripped)
 
 
 def _validate(
@@ -277,6 +285,7 @@ def quantize(
     layer_report: bool = False,
     memory_plan: str = "auto",
     dense: str | None = None,
+    strip: bool = False,
 ) -> BuildReport:
     """Quantize, validate and TFLM-check ``model``; write only the .tflite (no firmware files)."""
     out = Path(output)
@@ -286,7 +295,7 @@ def quantize(
     choice = check_choice(dense, target_per_channel=True)
     opts = Options(calibration, eval_data, samples,
                    QuantSettings(mode, io, allow_float_fallback, per_channel_dense=choice != "per-tensor"), scale,
-                   max_accuracy_drop, qat, layer_report, check_mode(memory_plan), choice == "auto")
+                   max_accuracy_drop, qat, layer_report, check_mode(memory_plan), choice == "auto", strip)
     run = _run(model, opts, micro_strict=mode not in MICRO_INCAPABLE)
     outdir.write_file(out, run.data, flag="--output")  # temp file beside it + os.replace, 0644
     report = run_report(run, "quantize", str(out), mode=mode)
@@ -314,6 +323,7 @@ def build(
     layer_report: bool = False,
     memory_plan: str = "auto",
     dense: str | None = None,
+    strip: bool = False,
 ) -> BuildReport:
     """The whole pipeline; writes ``<name>.tflite``, ``report.json``, ``report.md`` (+ firmware) to ``out``.
 
@@ -339,7 +349,7 @@ def build(
     choice = check_choice(dense, target_per_channel=tgt.per_channel_dense, target=tgt.name)
     opts = Options(calibration, eval_data, samples,
                    QuantSettings(mode, io, allow_float_fallback, per_channel_dense=choice != "per-tensor"), scale,
-                   max_accuracy_drop, qat, layer_report, check_mode(memory_plan), choice == "auto")
+                   max_accuracy_drop, qat, layer_report, check_mode(memory_plan), choice == "auto", strip)
     early = functools.partial(firmware_step.refuse_early, target=tgt, settings=opts.settings, opts=fw_opts)
     run = _run(model_path, opts, micro_strict=True, loaded=early)
     firmware_step.check_budget(run, tgt, fw_opts)  # refuses before anything is written

@@ -90,7 +90,8 @@ def run_report(run: Any, kind: str, tflite_path: str | None, **extra: Any) -> Bu
     return BuildReport(
         kind=kind,
         model={"path": str(run.model.path), "format": run.model.format, "sha256": run.model.sha256},
-        tflite={"path": tflite_path, "size_bytes": run.info.size_bytes, "sha256": run.info.sha256},
+        tflite={"path": tflite_path, "size_bytes": run.info.size_bytes, "sha256": run.info.sha256,
+                "stripped": run.strip.to_dict() if run.strip is not None else None},
         quantization={
             "mode": mode or extra.pop("mode"),
             "input_dtype": i0.dtype.lower(),
@@ -186,6 +187,9 @@ def rows(report: BuildReport) -> list[tuple[str, str]]:
     dense = q.get("dense")
     if dense:
         out.append(("dense layers", f"{dense['chosen']} (--dense auto: {dense['reason']})"))
+    stripped = report.tflite.get("stripped")
+    if stripped:
+        out.append(("--strip", f"{stripped['bytes_saved']:,} bytes of names, signatures and metadata removed"))
     plan = (report.memory or {}).get("plan")
     if plan and plan.get("kept"):
         out.append(("offline memory plan", f"kept: host arena {plan['arena_without_bytes']:,} → {plan['arena_with_bytes']:,} bytes"))

@@ -16,7 +16,7 @@ from edgeq.context import run_context
 
 from edgeq.cli.options import (
     BatchSize, Calibration, Debug, Epochs, EvalData, FloatFallback, Force, Io, Json, LayerReport, LearningRate, Loss,
-    Dense, MaxDrop, MemoryPlan, Mode, Optimize, Qat, Samples, Scale, TrainData, emit_report, optimized, example_paths, qat_config,
+    Dense, MaxDrop, MemoryPlan, Mode, Optimize, Strip, Qat, Samples, Scale, TrainData, emit_report, optimized, example_paths, qat_config,
 )
 
 
@@ -53,6 +53,7 @@ def build_command(
     memory_plan: MemoryPlan = "auto",
     dense: Dense = None,
     optimize: Optimize = None,
+    strip: Strip = False,
     verify: Annotated[bool, typer.Option("--verify", help="Then build the project against real TFLM and run it (`edgeq verify`).")] = False,
     tflm_dir: Annotated[Optional[Path], typer.Option("--tflm-dir", help="With --verify: the TFLM tree (see `edgeq verify --help`).")] = None,
     force: Force = False,
@@ -82,7 +83,7 @@ def build_command(
         return emit_report(report, json_out)
     from edgeq.cli.verify import verify_after_build
 
-    verify_after_build(report, tflm_dir=tflm_dir, json_out=json_out, emit=_emit_report)
+    verify_after_build(report, tflm_dir=tflm_dir, json_out=json_out, emit=emit_report)
 
 
 def _build_report(p: dict) -> object:
@@ -106,7 +107,7 @@ def _build_report(p: dict) -> object:
         allow_float_fallback=p["allow_float_fallback"], calibration=p["calibration"], eval_data=p["eval_data"],
         samples=p["samples"], scale=p["scale"], max_accuracy_drop=p["max_accuracy_drop"],
         qat=qat_config(p["qat"], p["train_data"], p["epochs"], p["batch_size"], p["learning_rate"], p["loss"]),
-        layer_report=p["layer_report"], memory_plan=memory_plan, dense=dense,
+        layer_report=p["layer_report"], memory_plan=memory_plan, dense=dense, strip=p["strip"],
         firmware=FirmwareOptions(board=p["board"], lang=p["lang"], labels=labels_list, flash=p["flash"], ram=p["ram"],
                                  allow_over_budget=p["allow_over_budget"], targets_dir=p["targets_dir"],
                                  dry_run=p["dry_run"]),

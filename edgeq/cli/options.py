@@ -48,6 +48,8 @@ MemoryPlan = Annotated[str, typer.Option("--memory-plan", help="auto: write an o
                                          "when TFLM proves it shrinks the arena (outputs byte-identical); off: never.")]
 Dense = Annotated[Optional[str], typer.Option("--dense", help="Dense-layer weights: per-channel (default), per-tensor, "
                                               "or auto (both; per-tensor kept where within the accuracy gate and smaller).")]
+Strip = Annotated[bool, typer.Option("--strip", help="Ship the model without what TFLM never reads (tensor names, "
+                                     "signatures, description): less flash; checked on TFLM to compute the same bytes.")]
 Optimize = Annotated[Optional[str], typer.Option("--optimize", help="ram: every RAM-saving choice (--dense auto, "
                                                  "--memory-plan auto).")]
 

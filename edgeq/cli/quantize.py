@@ -11,7 +11,7 @@ from edgeq.context import run_context
 
 from edgeq.cli.options import (
     BatchSize, Calibration, Debug, Epochs, EvalData, FloatFallback, Force, Io, Json, LayerReport, LearningRate, Loss,
-    Dense, MaxDrop, MemoryPlan, Mode, Optimize, ModelArg, Qat, Samples, Scale, TrainData, emit_report, optimized, qat_config,
+    Dense, MaxDrop, MemoryPlan, Mode, Optimize, Strip, ModelArg, Qat, Samples, Scale, TrainData, emit_report, optimized, qat_config,
 )
 
 
@@ -36,6 +36,7 @@ def quantize_command(
     memory_plan: MemoryPlan = "auto",
     dense: Dense = None,
     optimize: Optimize = None,
+    strip: Strip = False,
     force: Force = False,
     json_out: Json = False,
     debug: Debug = False,
@@ -50,7 +51,7 @@ def quantize_command(
         calibration=calibration, eval_data=eval_data, samples=samples, scale=scale,
         max_accuracy_drop=max_accuracy_drop,
         qat=qat_config(qat, train_data, epochs, batch_size, learning_rate, loss), layer_report=layer_report,
-        memory_plan=plan, dense=dense_choice,
+        memory_plan=plan, dense=dense_choice, strip=strip,
     )
     emit_report(report, json_out)
 

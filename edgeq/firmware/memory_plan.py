@@ -153,7 +153,6 @@ def read_plan(tflite: bytes) -> tuple[int, ...] | None:
 def write_plan(tflite: bytes, plan: Plan) -> bytes:
     """``tflite`` with ``plan`` as its ``OfflineMemoryAllocation`` metadata (an existing
     entry is replaced); every buffer stays 16-byte aligned, as the converter wrote it."""
-    import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
     from edgeq.model.tflite_info import parse
@@ -180,8 +179,16 @@ def write_plan(tflite: bytes, plan: Plan) -> bytes:
     entry = schema.MetadataT()
     entry.name, entry.buffer = METADATA_NAME, index
     model.metadata = entries + [entry]
-    model.buffers = [_Aligned(b) for b in buffers]
-    builder = flatbuffers.Builder(len(tflite) + 4 * total + 1024)
+    model.buffers = buffers
+    return pack_aligned(model, len(tflite) + 4 * total + 1024)
+
+
+def pack_aligned(model: Any, size_hint: int) -> bytes:
+    """Pack a ``schema.ModelT`` with every buffer's data 16-byte aligned (see ``_Aligned``)."""
+    import flatbuffers
+
+    model.buffers = [b if isinstance(b, _Aligned) else _Aligned(b) for b in model.buffers or []]
+    builder = flatbuffers.Builder(size_hint)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
 
@@ -324,5 +331,5 @@ def choose_plan(tflite: bytes, *, scratch: Scratch | None = None, target_scratch
     return (planned if kept else tflite), report
 
 
-__all__ = ["METADATA_NAME", "Plan", "PlanReport", "choose_plan", "encode", "plan", "probe_inputs", "read_plan",
-           "write_plan"]
+__all__ = ["METADATA_NAME", "Plan", "PlanReport", "choose_plan", "encode", "pack_aligned", "plan", "probe_inputs",
+           "read_plan", "write_plan"]
