@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 import numpy as np
 
 from edgeq import outdir
-from edgeq.model.calibration import Samples, load_samples, random_samples, split_for_validation, warn_if_few
+from edgeq.model.calibration import Samples, load_model_samples, random_samples, split_for_validation, warn_if_few
 from edgeq.console import info, warn_and_keep
 from edgeq.errors import CalibrationError, OutputExistsError, UserError
 from edgeq.model.loading import LoadedModel, load_model
@@ -56,6 +56,7 @@ class Options:
     memory_plan: str = "auto"  # edgeq.firmware.memory_step.MEMORY_PLANS
     dense_auto: bool = False  # convert dense layers both ways and keep per-tensor where it costs nothing
     strip: bool = False  # ship the model without what TFLM never reads (names, signatures, description)
+    layout: str = "nhwc"  # a PyTorch model's interface: channel-last (nhwc) or PyTorch's own (nchw)
 
 
 @dataclass
@@ -84,8 +85,7 @@ def prepare_data(model: LoadedModel, opts: Options, warnings: list[str]) -> tupl
     inputs = model.inputs
     eval_s = None
     if opts.eval_data is not None:
-        eval_s = load_samples(opts.eval_data, inputs, scale=opts.scale, role="evaluation",
-                              input_names=model.user_input_names, outputs=model.outputs)
+        eval_s = load_model_samples(opts.eval_data, model, scale=opts.scale, role="evaluation")
     if model.format == "tflite":
         return None, eval_s
     if not opts.settings.needs_calibration and eval_s is not None:
@@ -105,9 +105,8 @@ def prepare_data(model: LoadedModel, opts: Options, warnings: list[str]) -> tupl
         calib = random_samples(inputs, opts.samples or 200)
     else:
         # With separate evaluation data only the samples calibration uses are read.
-        calib = load_samples(opts.calibration, inputs, scale=opts.scale, role="calibration",
-                             input_names=model.user_input_names, outputs=model.outputs,
-                             max_samples=(opts.samples or DEFAULT_SAMPLES) if eval_s is not None else None)
+        calib = load_model_samples(opts.calibration, model, scale=opts.scale, role="calibration",
+                                   max_samples=(opts.samples or DEFAULT_SAMPLES) if eval_s is not None else None)
     if eval_s is None and calib.source != "random":
         calib, eval_s = split_for_validation(calib)
         info(f"validating on {len(eval_s)} held-out calibration samples (not used to calibrate)")
@@ -127,12 +126,12 @@ def _run(model_path: str | Path, opts: Options, *, micro_strict: bool,
     if opts.samples is not None and opts.samples < 1:
         raise UserError("--samples must be at least 1")
     warnings: list[str] = []
-    model = load_model(model_path)
+    model = load_model(model_path, layout=opts.layout)
     if loaded is not None:  # a build's early budget check: before minutes of conversion
         loaded(model)
     if opts.qat is not None and settings.mode != "int8":
         raise UserError("--qat needs --mode int8", hint="QAT fine-tunes the model's layers, then converts it full-integer")
-    if opts.qat is not None and model.format not in ("keras", "tf_keras"):
+    if opts.qat is not None and model.format not in ("keras", "tf_keras", "pytorch"):
         what = "a SavedModel has no trainable Keras graph" if model.format == "saved_model" else f"a {model.format} model cannot be fine-tuned"
         raise UserError(f"--qat needs a Keras model (.keras/.h5): {what}",
                         hint="give the .keras/.h5 file the model was exported from, or drop --qat for post-training quantization")
@@ -199,8 +198,9 @@ def _run(model_path: str | Path, opts: Options, *, micro_strict: bool,
         data, info_, stripped = verified_strip(data, info_, micro, eval_q if eval_q is not None else fw_input)
     layers = None
     if opts.layer_report:
-        if eval_s is None or calib is None:
-            raise UserError("--layer-report needs calibration and evaluation data")
+        if eval_s is None or calib is None or model.format == "pytorch":
+            raise UserError("--layer-report needs calibration and evaluation data, and a Keras or SavedModel model",
+                            hint="it runs TensorFlow's QuantizationDebugger, which PyTorch programs do not go through")
         from edgeq.quantization.layer_report import layer_report
 
         layers = layer_report(model, calib, eval_s, settings)
@@ -229,17 +229,22 @@ def _qat(
     from edgeq.quantization.qat import qat_train
 
     assert opts.qat is not None
-    train = load_samples(opts.qat.train_data, model.inputs, scale=opts.scale, role="training",
-                         input_names=model.user_input_names, outputs=model.outputs)
+    train = load_model_samples(opts.qat.train_data, model, scale=opts.scale, role="training")
     q = opts.qat
-    result = qat_train(model, train, epochs=q.epochs, batch_size=q.batch_size, learning_rate=q.learning_rate, loss=q.loss)
-    info("converting the QAT model to int8…")
-    data = convert(result.model, opts.settings, calib)
+    if model.format == "pytorch":  # prepare → train → convert happen together in the converter's child
+        from edgeq.quantization.pytorch_convert import qat_pytorch
+
+        data, trained = qat_pytorch(model, train, opts.settings, calib, q)
+    else:
+        result = qat_train(model, train, epochs=q.epochs, batch_size=q.batch_size, learning_rate=q.learning_rate,
+                           loss=q.loss)
+        info("converting the QAT model to int8…")
+        data, trained = convert(result.model, opts.settings, calib), result.to_dict()
     info_ = parse(data)
     validation, eval_q, ref_raw = _validate(model, data, info_, eval_s, float_out)
     summary = {
         "train_data": str(q.train_data), "epochs": q.epochs, "batch_size": q.batch_size,
-        "learning_rate": q.learning_rate, **result.to_dict(),
+        "learning_rate": q.learning_rate, **trained,
         "float_accuracy": validation.float_accuracy, "ptq_accuracy": ptq.quantized_accuracy,
         "qat_accuracy": validation.quantized_accuracy, "ptq_agreement": ptq.agreement,
         "qat_agreement": validation.agreement, "ptq_rmse": ptq.rmse, "qat_rmse": validation.rmse,
@@ -286,6 +291,7 @@ def quantize(
     memory_plan: str = "auto",
     dense: str | None = None,
     strip: bool = False,
+    layout: str = "nhwc",
 ) -> BuildReport:
     """Quantize, validate and TFLM-check ``model``; write only the .tflite (no firmware files)."""
     out = Path(output)
@@ -295,7 +301,7 @@ def quantize(
     choice = check_choice(dense, target_per_channel=True)
     opts = Options(calibration, eval_data, samples,
                    QuantSettings(mode, io, allow_float_fallback, per_channel_dense=choice != "per-tensor"), scale,
-                   max_accuracy_drop, qat, layer_report, check_mode(memory_plan), choice == "auto", strip)
+                   max_accuracy_drop, qat, layer_report, check_mode(memory_plan), choice == "auto", strip, layout)
     run = _run(model, opts, micro_strict=mode not in MICRO_INCAPABLE)
     outdir.write_file(out, run.data, flag="--output")  # temp file beside it + os.replace, 0644
     report = run_report(run, "quantize", str(out), mode=mode)
@@ -324,6 +330,7 @@ def build(
     memory_plan: str = "auto",
     dense: str | None = None,
     strip: bool = False,
+    layout: str = "nhwc",
 ) -> BuildReport:
     """The whole pipeline; writes ``<name>.tflite``, ``report.json``, ``report.md`` (+ firmware) to ``out``.
 
@@ -349,7 +356,7 @@ def build(
     choice = check_choice(dense, target_per_channel=tgt.per_channel_dense, target=tgt.name)
     opts = Options(calibration, eval_data, samples,
                    QuantSettings(mode, io, allow_float_fallback, per_channel_dense=choice != "per-tensor"), scale,
-                   max_accuracy_drop, qat, layer_report, check_mode(memory_plan), choice == "auto", strip)
+                   max_accuracy_drop, qat, layer_report, check_mode(memory_plan), choice == "auto", strip, layout)
     early = functools.partial(firmware_step.refuse_early, target=tgt, settings=opts.settings, opts=fw_opts)
     run = _run(model_path, opts, micro_strict=True, loaded=early)
     firmware_step.check_budget(run, tgt, fw_opts)  # refuses before anything is written

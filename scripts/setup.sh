@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up edgeq on a fresh Debian/Ubuntu machine and run the bundled example build.
-#   ./scripts/setup.sh            apt packages + .venv + edgeq (editable, with test extras) + example
+#   ./scripts/setup.sh            apt packages + .venv + edgeq (editable, with test, plots and torch extras) + example
 #   ./scripts/setup.sh --no-example   the same without the example build
 # apt packages: toolchains and servers the tests use for real (gcc, arm-none-eabi-gcc,
 # qemu-system-arm, cmake, OpenSSH's sshd).
@@ -31,8 +31,15 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip >&2
-echo ">> pip install -e .[test,plots]" >&2
-.venv/bin/python -m pip install -q -e ".[test,plots]" >&2
+# torch first, pinned to the CPU build: the torch extra would otherwise resolve to PyPI's CUDA
+# wheels (~2.7 GB). This machine's pip finds 2.13.0+cpu locally; elsewhere PyTorch's CPU index has it.
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+  echo ">> pip install torch==2.13.0+cpu" >&2
+  .venv/bin/python -m pip install -q "torch==2.13.0+cpu" >&2 \
+    || .venv/bin/python -m pip install -q "torch==2.13.0+cpu" --index-url https://download.pytorch.org/whl/cpu >&2
+fi
+echo ">> pip install -e .[test,plots,torch]" >&2
+.venv/bin/python -m pip install -q -e ".[test,plots,torch]" >&2
 
 if [ "$run_example" = 1 ]; then
   echo ">> edgeq build --example --out build/example --force" >&2

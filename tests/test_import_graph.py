@@ -203,7 +203,7 @@ def test_the_leaves_import_nothing_heavy() -> None:
     the run context, the version) must not pull in TensorFlow: ``edgeq --help`` stays fast."""
     code = (
         "import sys\nimport edgeq, edgeq.cli.app, edgeq.context, edgeq.version, edgeq.firmware.step, edgeq.remote\n"
-        "heavy = [m for m in ('tensorflow', 'keras', 'tf_keras', 'tensorflow_model_optimization') if m in sys.modules]\n"
+        "heavy = [m for m in ('tensorflow', 'keras', 'tf_keras', 'tensorflow_model_optimization', 'torch', 'litert_torch', 'torchao') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

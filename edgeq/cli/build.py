@@ -16,13 +16,13 @@ from edgeq.context import run_context
 
 from edgeq.cli.options import (
     BatchSize, Calibration, Debug, Epochs, EvalData, FloatFallback, Force, Io, Json, LayerReport, LearningRate, Loss,
-    Dense, MaxDrop, MemoryPlan, Mode, Optimize, Strip, Qat, Samples, Scale, TrainData, emit_report, optimized, example_paths, qat_config,
+    Dense, MaxDrop, MemoryPlan, Layout, Mode, Optimize, Strip, Qat, Samples, Scale, TrainData, emit_report, optimized, example_paths, qat_config,
 )
 
 
 def build_command(
     ctx: typer.Context,
-    model: Annotated[Optional[Path], typer.Argument(help="Keras .keras/.h5, SavedModel folder or .tflite file.", show_default=False)] = None,
+    model: Annotated[Optional[Path], typer.Argument(help="Keras .keras/.h5, SavedModel folder, .tflite, or PyTorch .pt2 / pkg.module:factory.", show_default=False)] = None,
     target: Annotated[str, typer.Option("--target", "-t", help="Target name (see `edgeq targets`).")] = "cortex-m",
     calibration: Calibration = None,
     eval_data: EvalData = None,
@@ -54,6 +54,7 @@ def build_command(
     dense: Dense = None,
     optimize: Optimize = None,
     strip: Strip = False,
+    layout: Layout = "nhwc",
     verify: Annotated[bool, typer.Option("--verify", help="Then build the project against real TFLM and run it (`edgeq verify`).")] = False,
     tflm_dir: Annotated[Optional[Path], typer.Option("--tflm-dir", help="With --verify: the TFLM tree (see `edgeq verify --help`).")] = None,
     force: Force = False,
@@ -108,6 +109,7 @@ def _build_report(p: dict) -> object:
         samples=p["samples"], scale=p["scale"], max_accuracy_drop=p["max_accuracy_drop"],
         qat=qat_config(p["qat"], p["train_data"], p["epochs"], p["batch_size"], p["learning_rate"], p["loss"]),
         layer_report=p["layer_report"], memory_plan=memory_plan, dense=dense, strip=p["strip"],
+        layout=p["layout"],
         firmware=FirmwareOptions(board=p["board"], lang=p["lang"], labels=labels_list, flash=p["flash"], ram=p["ram"],
                                  allow_over_budget=p["allow_over_budget"], targets_dir=p["targets_dir"],
                                  dry_run=p["dry_run"]),

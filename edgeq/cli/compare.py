@@ -13,7 +13,7 @@ import typer
 
 
 def compare_command(
-    model: Annotated[Path, typer.Argument(help="Keras .keras/.h5 file or SavedModel folder (the float model).", show_default=False)],
+    model: Annotated[Path, typer.Argument(help="Keras .keras/.h5 file, SavedModel folder or PyTorch .pt2 (the float model).", show_default=False)],
     calibration: Annotated[
         Optional[str],
         typer.Option("--calibration", "-c", help="Representative data for int8/int16x8: .npy, .npz or an image folder."),

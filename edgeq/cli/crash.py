@@ -10,11 +10,16 @@ from __future__ import annotations
 #: Innermost edgeq module in the traceback → the step the user sees in the one-line message.
 _STEPS = (
     ("edgeq.model.loading", "loading the model"),
-    ("edgeq.model.export", "loading the model"),  # the SavedModel the converter reads; was part of loading
+    ("edgeq.model.export", "loading the model"),
+    ("edgeq.model.pytorch", "loading the model"),
+    ("edgeq.model.torch_source", "loading the model"),  # the SavedModel the converter reads; was part of loading
     ("edgeq.model.calibration", "reading the data"),
     ("edgeq.model.keras_bridge", "rebuilding the model for quantization-aware training"),
     ("edgeq.quantization.qat", "quantization-aware training"),  # and qat_annotate, qat_loss
     ("edgeq.quantization.convert", "converting the model"),
+    ("edgeq.quantization.pytorch_convert", "converting the model"),
+    ("edgeq.quantization.torch", "converting the PyTorch model"),  # torch_quantize, torch_worker
+    ("edgeq.quantization.uint8_io", "converting the model"),
     ("edgeq.check.validation", "validating against the float model"),
     ("edgeq.check.micro", "checking on TensorFlow Lite Micro"),
     ("edgeq.check._micro_worker", "checking on TensorFlow Lite Micro"),

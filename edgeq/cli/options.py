@@ -11,7 +11,8 @@ from typing import Annotated, Optional
 
 import typer
 
-ModelArg = Annotated[Path, typer.Argument(help="Keras .keras/.h5, SavedModel folder or .tflite file.", show_default=False)]
+ModelArg = Annotated[Path, typer.Argument(help="Keras .keras/.h5, SavedModel folder, .tflite file, or a PyTorch "
+                                          ".pt2 / pkg.module:factory.", show_default=False)]
 Calibration = Annotated[
     Optional[str],
     typer.Option("--calibration", "-c", help="Representative data: .npy (N, *input_shape), .npz ('x' or one array "
@@ -48,6 +49,8 @@ MemoryPlan = Annotated[str, typer.Option("--memory-plan", help="auto: write an o
                                          "when TFLM proves it shrinks the arena (outputs byte-identical); off: never.")]
 Dense = Annotated[Optional[str], typer.Option("--dense", help="Dense-layer weights: per-channel (default), per-tensor, "
                                               "or auto (both; per-tensor kept where within the accuracy gate and smaller).")]
+Layout = Annotated[str, typer.Option("--layout", help="PyTorch models: nhwc (default) makes image inputs channel-last "
+                                      "in the .tflite and firmware; nchw keeps PyTorch's layout. Data files stay NCHW.")]
 Strip = Annotated[bool, typer.Option("--strip", help="Ship the model without what TFLM never reads (tensor names, "
                                      "signatures, description): less flash; checked on TFLM to compute the same bytes.")]
 Optimize = Annotated[Optional[str], typer.Option("--optimize", help="ram: every RAM-saving choice (--dense auto, "

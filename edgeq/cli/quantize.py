@@ -11,7 +11,7 @@ from edgeq.context import run_context
 
 from edgeq.cli.options import (
     BatchSize, Calibration, Debug, Epochs, EvalData, FloatFallback, Force, Io, Json, LayerReport, LearningRate, Loss,
-    Dense, MaxDrop, MemoryPlan, Mode, Optimize, Strip, ModelArg, Qat, Samples, Scale, TrainData, emit_report, optimized, qat_config,
+    Dense, MaxDrop, MemoryPlan, Layout, Mode, Optimize, Strip, ModelArg, Qat, Samples, Scale, TrainData, emit_report, optimized, qat_config,
 )
 
 
@@ -37,6 +37,7 @@ def quantize_command(
     dense: Dense = None,
     optimize: Optimize = None,
     strip: Strip = False,
+    layout: Layout = "nhwc",
     force: Force = False,
     json_out: Json = False,
     debug: Debug = False,
@@ -51,7 +52,7 @@ def quantize_command(
         calibration=calibration, eval_data=eval_data, samples=samples, scale=scale,
         max_accuracy_drop=max_accuracy_drop,
         qat=qat_config(qat, train_data, epochs, batch_size, learning_rate, loss), layer_report=layer_report,
-        memory_plan=plan, dense=dense_choice, strip=strip,
+        memory_plan=plan, dense=dense_choice, strip=strip, layout=layout,
     )
     emit_report(report, json_out)
 

@@ -104,15 +104,14 @@ def firmware_input(
     calibration sample (for a .tflite, the --calibration data if given, which is
     otherwise unused); else a fixed pseudo-random input valid for the input tensors.
     """
-    from edgeq.model.calibration import load_samples
+    from edgeq.model.calibration import load_model_samples
     from edgeq.firmware.sources import PSEUDO_RANDOM_SEED, pseudo_random_input
     from edgeq.check.validation import ReferenceRunner
 
     if eval_q is not None:
         return [x[0:1] for x in eval_q], "eval sample 0"
     if calib is None and model.format == "tflite" and opts.calibration is not None and str(opts.calibration) != "random":
-        calib = load_samples(opts.calibration, model.inputs, scale=opts.scale, role="calibration",
-                             input_names=model.user_input_names, outputs=model.outputs, max_samples=1)
+        calib = load_model_samples(opts.calibration, model, scale=opts.scale, role="calibration", max_samples=1)
     if calib is not None and len(calib):
         runner = ReferenceRunner(data, info_, [s.name for s in model.inputs], [s.name for s in model.outputs])
         label = "calibration sample 0" + (" (random calibration data)" if calib.source == "random" else "")

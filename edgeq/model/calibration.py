@@ -9,6 +9,8 @@ labels against the model's outputs, and count. The files themselves come from st
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 import re
 from dataclasses import dataclass
@@ -21,7 +23,7 @@ from edgeq.console import warn
 from edgeq.model.data_files import (IMAGE_LIMIT_ENV, NPY_KEY, ArrayFile, ArrayHeader, check_values, data_limit, human,
                               image_pixel_limit, image_size, over_limit, show_value)
 from edgeq.errors import CalibrationError
-from edgeq.model.loading import IOSpec
+from edgeq.model.loaded import IOSpec, LoadedModel
 from edgeq.text import shorten
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -117,6 +119,16 @@ def load_samples(
         raise CalibrationError(f"unsupported {role} data format: {p.name}", hint="use .npy, .npz or a folder of images")
     x = _check(_load_images(p, inputs, scale, max_samples), inputs[0], role, shown)
     return Samples((x,), None, str(path))
+
+
+def load_model_samples(path: str | Path, model: LoadedModel, *, role: str, scale: str = "0..1",
+                       max_samples: int | None = None) -> Samples:
+    """``load_samples`` for ``model``: arrays in another layout than the .tflite interface (a
+    PyTorch model's NCHW, ``data_inputs``) are checked so, then moved; images are HWC already."""
+    arrays = model.data_inputs is not None and str(split_keys(path)[0]).lower().endswith((".npy", ".npz"))
+    s = load_samples(path, model.data_inputs if arrays else model.inputs, scale=scale, role=role,  # type: ignore[arg-type]
+                     input_names=model.user_input_names, outputs=model.outputs, max_samples=max_samples)
+    return dataclasses.replace(s, xs=tuple(model.to_interface(list(s.xs)))) if arrays else s
 
 
 def class_indices(labels: np.ndarray) -> np.ndarray | None:

@@ -21,92 +21,9 @@ from edgeq.console import quiet
 from edgeq.errors import ModelError
 from edgeq.text import first_line
 
-#: Lines TensorFlow puts before the one that says what went wrong.
-_TF_CONTEXT = ("Graph execution error", "Detected at node")
+from edgeq.model.loaded import TF_CONTEXT as _TF_CONTEXT, IOSpec, LoadedModel, sha256_path  # re-exported
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
-
-
-@dataclass(frozen=True)
-class IOSpec:
-    """A model input or output as the serving signature names it, with batch 1."""
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: str = "float32"
-
-
-@dataclass
-class LoadedModel:
-    """A model ready to convert: its format, fingerprint, I/O and a float reference."""
-
-    path: Path
-    format: str  # "keras", "tf_keras", "saved_model", "tflite"
-    sha256: str
-    inputs: tuple[IOSpec, ...]
-    outputs: tuple[IOSpec, ...]
-    keras_model: Any = None
-    tflite_bytes: bytes | None = None
-    _predict: Callable[[list[np.ndarray]], list[np.ndarray]] | None = field(default=None, repr=False)
-    _saved_model_dir: Path | None = None
-    #: The batch size the serving signature accepts, when it is fixed (e.g. 1 for a model
-    #: exported with ``input_signature=[tf.TensorSpec([1, ...])]``); None = any batch.
-    fixed_batch: int | None = None
-    #: Why the model cannot be converted (found while loading), raised by ``export_for_conversion``.
-    conversion_blocker: str | None = None
-
-    @property
-    def user_input_names(self) -> list[str]:
-        """Input names as the user knows them (Keras layer names), for .npz keys."""
-        if self.keras_model is None:
-            return []
-        return [getattr(t, "name", "") for t in getattr(self.keras_model, "inputs", [])]
-
-    @property
-    def user_output_names(self) -> list[str]:
-        """Output names as the user knows them (the Keras layers producing them), for labels."""
-        outs = getattr(self.keras_model, "outputs", None) or []
-        hist = [getattr(t, "_keras_history", None) for t in outs]
-        return [str(getattr(h[0], "name", "")) if h else "" for h in hist]
-
-    @property
-    def has_float_reference(self) -> bool:
-        return self._predict is not None
-
-    def predict(self, xs: list[np.ndarray], batch: int = 64) -> list[np.ndarray]:
-        """Float outputs in signature order for inputs in signature order (any number of samples).
-
-        A signature with a fixed batch is fed exactly that many samples per call (one at a
-        time for batch 1), the last chunk padded by repeating its final sample and trimmed.
-        """
-        if self._predict is None:
-            raise ModelError("this model has no float reference (it is already a .tflite)")
-        n = len(xs[0])
-        step = self.fixed_batch or batch
-        chunks: list[list[np.ndarray]] = []
-        for start in range(0, n, step):
-            part = [x[start : start + step] for x in xs]
-            got = len(part[0])
-            if self.fixed_batch and got < step:
-                part = [np.concatenate([p, np.repeat(p[-1:], step - got, axis=0)]) for p in part]
-            chunks.append([y[:got] for y in self._call(part)])
-        return [np.concatenate([c[i] for c in chunks]) for i in range(len(self.outputs))]
-
-    def _call(self, xs: list[np.ndarray]) -> list[np.ndarray]:
-        """One forward pass; TensorFlow's shape errors become a message naming the shapes."""
-        assert self._predict is not None
-        try:
-            return self._predict(xs)
-        except Exception as exc:
-            if type(exc).__name__ not in ("InvalidArgumentError", "ValueError", "TypeError"):
-                raise
-            got = ", ".join(str(tuple(x.shape)) for x in xs)
-            want = ", ".join(str((self.fixed_batch or "N", *s.shape[1:])) for s in self.inputs)
-            raise ModelError(
-                f"{self.path.name} rejected inputs of shape {got} (it expects {want}): "
-                f"{type(exc).__name__}: {first_line(exc, skip=_TF_CONTEXT)}",
-                hint="check that the data matches the model's input shape and dtype",
-            ) from None
 
 
 def natural_key(name: str) -> list[Any]:
@@ -122,22 +39,16 @@ def tf_module() -> Any:
     return tf
 
 
-def sha256_path(path: Path) -> str:
-    """SHA-256 of a file, or of a directory's sorted relative paths and contents."""
-    h = hashlib.sha256()
-    if path.is_file():
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        return h.hexdigest()
-    for p in sorted(q for q in path.rglob("*") if q.is_file()):
-        h.update(p.relative_to(path).as_posix().encode() + b"\0")
-        h.update(p.read_bytes())
-    return h.hexdigest()
+def load_model(path: str | Path, *, layout: str = "nhwc") -> LoadedModel:
+    """Load any supported model file or folder; errors name the file and the fix.
 
+    ``layout`` applies to PyTorch models (``.pt2``, ``pkg.module:factory``) only."""
+    from edgeq.model.pytorch import is_pytorch
 
-def load_model(path: str | Path) -> LoadedModel:
-    """Load any supported model file or folder; errors name the file and the fix."""
+    if is_pytorch(path):
+        from edgeq.model.pytorch import load_pytorch
+
+        return load_pytorch(path, layout=layout)
     p = Path(path)
     if not p.exists():
         raise ModelError(f"no such model: {p}", hint="give a .keras, .h5, .tflite file or a SavedModel folder")
@@ -156,9 +67,15 @@ def load_model(path: str | Path) -> LoadedModel:
         return _tflite_model(p, data)
     if suffix in KERAS_SUFFIXES:
         return _load_keras(p)
+    if suffix == ".onnx":
+        raise ModelError(
+            f"unsupported model file type '.onnx': {p}: ONNX is not accepted, the ONNX → TensorFlow route loses QAT ranges and turned a "
+            "QDQ-quantized model into a 10 %-accuracy one with no error",
+            hint="export the PyTorch model with torch.export.save(torch.export.export(model, example_inputs), 'model.pt2')",
+        )
     raise ModelError(
         f"unsupported model file type '{p.suffix}': {p}",
-        hint="edgeq reads .keras, .h5, .tflite files and SavedModel folders",
+        hint="edgeq reads .keras, .h5, .tflite files, SavedModel folders and PyTorch .pt2 programs",
     )
 
 

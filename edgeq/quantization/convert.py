@@ -67,6 +67,10 @@ class QuantSettings:
 def convert(model: LoadedModel, settings: QuantSettings, calib: Samples | None) -> bytes:
     """Convert ``model`` to .tflite bytes with ``settings``; calibrate on ``calib``."""
     settings.validate()
+    if model.format == "pytorch":
+        from edgeq.quantization.pytorch_convert import convert_pytorch
+
+        return convert_pytorch(model, settings, calib)
     tf = tf_module()
     if settings.needs_calibration and calib is None:
         raise UserError(f"--mode {settings.mode} needs calibration data", hint="pass --calibration DATA")
