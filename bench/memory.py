@@ -63,13 +63,14 @@ def keras_file(name: str, builder: str | None, tmp: Path) -> tuple[Path, np.ndar
     return path, np.random.default_rng(0).random((16, *shape), dtype=np.float32)
 
 
-def convert(path: Path, calib: np.ndarray, io: str) -> bytes:
-    """edgeq's default full-int8 conversion (the path ``edgeq build`` takes)."""
+def convert(path: Path, calib: np.ndarray, io: str, per_channel_dense: bool = True) -> bytes:
+    """edgeq's full-int8 conversion (the path ``edgeq build`` takes; per-tensor dense as ``--dense per-tensor``)."""
     from edgeq.model.calibration import Samples
     from edgeq.model.loading import load_model
     from edgeq.quantization.convert import QuantSettings, convert as edgeq_convert
 
-    return edgeq_convert(load_model(path), QuantSettings(mode="int8", io=io), Samples((calib,)))
+    return edgeq_convert(load_model(path), QuantSettings(mode="int8", io=io, per_channel_dense=per_channel_dense),
+                         Samples((calib,)))
 
 
 def measure(name: str, io: str, tflite: bytes) -> dict[str, object]:
@@ -91,8 +92,8 @@ def measure(name: str, io: str, tflite: bytes) -> dict[str, object]:
 
 def table(rows: list[dict[str, object]]) -> str:
     head = ("| model | I/O | flash B | TFLM default arena B | non-persistent: greedy / lower bound B | "
-            "arena with plan B | change | plan | flash with plan B |")
-    lines = [head, "|---|---|---:|---:|---:|---:|---:|---|---:|"]
+            "arena with plan B | change | plan | flash with plan B | per-tensor dense + plan: arena / flash B |")
+    lines = [head, "|---|---|---:|---:|---:|---:|---:|---|---:|---:|"]
     for r in rows:
         change = (int(r["arena_planned"]) - int(r["arena_default"])) / int(r["arena_default"])  # type: ignore[arg-type]
         ref = REFERENCE.get(str(r["model"]))
@@ -100,8 +101,17 @@ def table(rows: list[dict[str, object]]) -> str:
         lines.append(f"| {r['model']} | {r['io']} | {r['flash']:,} | {r['arena_default']:,} | "
                      f"{r['greedy']:,} / {r['lower_bound']:,} | {r['arena_planned']:,}{note} | {change:+.1%} | "
                      f"{'kept' if r['kept'] else 'not needed' if r['greedy'] == r['lower_bound'] else 'dropped'} | "
-                     f"{r['flash_planned']:,} |")
+                     f"{r['flash_planned']:,} | {_ram(r)} |")
     return "\n".join(lines)
+
+
+def _ram(r: dict[str, object]) -> str:
+    """What ``--optimize ram`` builds when per-tensor dense layers stay within the accuracy gate."""
+    if r.get("arena_ram") is None:
+        return "no per-channel dense layer"
+    ref = REFERENCE.get(str(r["model"]))
+    note = f" ({int(r['arena_ram']) / ref:.3f}x ref)" if ref and r["io"] == "int8" else ""  # type: ignore[call-overload]
+    return f"{r['arena_ram']:,}{note} / {r['flash_ram']:,}"
 
 
 def main() -> None:
@@ -117,7 +127,14 @@ def main() -> None:
                 continue
             path, calib = keras_file(name, builder, Path(tmp))
             for io in ("uint8", "int8"):
-                row = measure(name, io, convert(path, calib, io))
+                from edgeq.model.tflite_info import parse
+                from edgeq.quantization.dense_choice import has_per_channel_dense
+
+                tflite = convert(path, calib, io)
+                row = measure(name, io, tflite)
+                if has_per_channel_dense(parse(tflite)):
+                    ram = measure(name, io, convert(path, calib, io, per_channel_dense=False))
+                    row.update(arena_ram=ram["arena_planned"], flash_ram=ram["flash_planned"])
                 print(json.dumps(row), file=sys.stderr, flush=True)
                 rows.append(row)
     print(table(rows))
