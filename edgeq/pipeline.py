@@ -119,7 +119,7 @@ def prepare_data(model: LoadedModel, opts: Options, warnings: list[str]) -> tupl
 
 
 def _run(model_path: str | Path, opts: Options, *, micro_strict: bool,
-         loaded: Callable[[LoadedModel], object] | None = None) -> _Run:
+         loaded: Callable[[LoadedModel], object] | None = None, target: Any = None) -> _Run:
     from edgeq.firmware import step as firmware_step
 
     settings = opts.settings.validate()
@@ -187,7 +187,8 @@ def _run(model_path: str | Path, opts: Options, *, micro_strict: bool,
             warn_and_keep(warnings, message)
     memory = None
     if settings.mode not in MICRO_INCAPABLE:  # before the arena rule and budget: they use the planned figure
-        memory = memory_step(data, micro, eval_q if eval_q is not None else fw_input, mode=opts.memory_plan)
+        memory = memory_step(data, micro, eval_q if eval_q is not None else fw_input, mode=opts.memory_plan,
+                             target=target)
         if memory.kept and memory.plan is not None:
             data, info_ = memory.data, parse(memory.data)
             micro = dataclasses.replace(micro, arena_bytes=memory.plan.arena_with, arena_reported_bytes=None)
@@ -358,7 +359,7 @@ def build(
                    QuantSettings(mode, io, allow_float_fallback, per_channel_dense=choice != "per-tensor"), scale,
                    max_accuracy_drop, qat, layer_report, check_mode(memory_plan), choice == "auto", strip, layout)
     early = functools.partial(firmware_step.refuse_early, target=tgt, settings=opts.settings, opts=fw_opts)
-    run = _run(model_path, opts, micro_strict=True, loaded=early)
+    run = _run(model_path, opts, micro_strict=True, loaded=early, target=tgt)
     firmware_step.check_budget(run, tgt, fw_opts)  # refuses before anything is written
     common = dict(name=cname, target=tgt, force=force, final=out_dir, opts=fw_opts)
     if dry_run:

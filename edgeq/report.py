@@ -78,6 +78,8 @@ def _memory_markdown(report: BuildReport) -> str:
     text = memory_markdown(MemoryProfile.from_dict(memory["profile"]), arena=report.micro.get("arena_bytes"), planned=planned)
     if plan:
         text += f"\nOffline memory plan ({memory['memory_plan']}): {plan['reason']}.\n"
+    elif memory.get("preplanned"):
+        text += "\nThe model came with an offline memory plan (OfflineMemoryAllocation): kept, and measured with it.\n"
     if memory.get("chart"):
         text += "\n![memory profile](memory_profile.png)\n"
     return text

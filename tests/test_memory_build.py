@@ -59,6 +59,9 @@ def test_the_plan_is_kept_and_shrinks_every_arena_figure(planned: dict[str, Path
     assert plan["kept"] and plan["outputs_identical"], plan
     assert plan["arena_with_bytes"] < plan["arena_without_bytes"] == off["micro"]["arena_bytes"]
     assert auto["micro"]["arena_bytes"] == plan["arena_with_bytes"]
+    # The plan left room for the target's CMSIS-NN scratch buffers (cortex-m4: the dsp code path).
+    assert plan["plan"]["target_planned_bytes"] is not None
+    assert plan["plan"]["target_planned_bytes"] <= plan["plan"]["target_greedy_bytes"]
     profile = auto["memory"]["profile"]
     assert profile["lower_bound_bytes"] <= plan["plan"]["planned_bytes"] < profile["greedy_bytes"]
     # The arena rule and the firmware use the planned host figure.

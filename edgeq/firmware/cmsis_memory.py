@@ -133,4 +133,23 @@ def cmsis_nn_extra(tflite: bytes, variant: str) -> CmsisExtra:
     return best
 
 
-__all__ = ["CmsisExtra", "OpShape", "VARIANTS", "align_up", "cmsis_nn_extra", "tflite_ops"]
+def per_op_scratch(tflite: bytes, variant: str) -> dict[int, int]:
+    """Scratch bytes each op of the main subgraph requests on ``variant`` (``any``: the
+    largest of the three), for an offline memory plan that leaves the device's scratch
+    buffers room (``edgeq.firmware.memory_plan``); ops without scratch are left out."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown CMSIS-NN variant {variant!r}")
+    chosen = ("none", "dsp", "mve") if variant == "any" else (variant,)
+    model = schema.Model.GetRootAs(tflite, 0)
+    main = model.Subgraphs(0).OperatorsLength() if model.SubgraphsLength() else 0
+    found = {}
+    for k, op in enumerate(tflite_ops(tflite)[:main]):
+        need = max(_op_extra(op, v)[0] for v in chosen)
+        if need:
+            found[k] = need
+    return found
+
+
+__all__ = ["CmsisExtra", "OpShape", "VARIANTS", "align_up", "cmsis_nn_extra", "per_op_scratch", "tflite_ops"]

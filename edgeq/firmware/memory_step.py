@@ -40,6 +40,7 @@ class MemoryOutcome:
     mode: str
     plan: "PlanReport | None" = None  # None: not tried (off, or TFLM did not run the model)
     chart: str | None = None  # memory_profile.png, where one was drawn (edgeq[plots])
+    preplanned: bool = False  # the model came with an offline memory plan (e.g. from `edgeq quantize`): kept as is
 
     @property
     def kept(self) -> bool:
@@ -52,7 +53,8 @@ class MemoryOutcome:
 
     def to_dict(self) -> dict[str, Any]:
         return {"memory_plan": self.mode, "profile": self.profile.to_dict(),
-                "plan": self.plan.to_dict() if self.plan is not None else None, "chart": self.chart}
+                "plan": self.plan.to_dict() if self.plan is not None else None, "chart": self.chart,
+                "preplanned": self.preplanned}
 
 
 def check_mode(mode: str) -> str:
@@ -62,16 +64,32 @@ def check_mode(mode: str) -> str:
     return mode
 
 
-def memory_step(data: bytes, micro: "MicroResult", inputs: "Sequence[np.ndarray] | None", *, mode: str) -> MemoryOutcome:
+def target_scratch(data: bytes, target: Any) -> dict[int, int] | None:
+    """The scratch buffers the target's kernels request per op (CMSIS-NN targets; None for
+    the others, whose host reference-kernel scratch is what the plan reserves)."""
+    variant = getattr(getattr(target, "arena", None), "cmsis_nn", "")
+    if not variant:
+        return None
+    from edgeq.firmware.cmsis_memory import per_op_scratch
+
+    return per_op_scratch(data, variant)
+
+
+def memory_step(data: bytes, micro: "MicroResult", inputs: "Sequence[np.ndarray] | None", *, mode: str,
+                target: Any = None) -> MemoryOutcome:
     """Profile ``data``; with ``mode`` auto and a model TFLM ran (``micro``, on ``inputs``),
-    try an offline plan on the first ``PLAN_SAMPLES`` of those inputs."""
+    try an offline plan on the first ``PLAN_SAMPLES`` of those inputs. With a ``target``
+    (a build) the plan keeps room for its kernels' scratch buffers too, so the device's
+    planner fits them as the host's does."""
     prof = profile(data)
     if mode == "off" or not micro.supported or micro.arena_bytes is None or not micro.outputs:
         return MemoryOutcome(data, prof, mode)
-    from edgeq.firmware.memory_plan import choose_plan
+    from edgeq.firmware.memory_plan import choose_plan, read_plan
 
+    if read_plan(data) is not None:  # TFLM already measured the model with its plan: nothing to redo
+        return MemoryOutcome(data, prof, mode, preplanned=True)
     probe = [x[:PLAN_SAMPLES] for x in inputs] if inputs else None
-    planned, report = choose_plan(data, inputs=probe)
+    planned, report = choose_plan(data, inputs=probe, target_scratch=target_scratch(data, target) if target else None)
     return MemoryOutcome(planned, prof, mode, report)
 
 
@@ -87,4 +105,5 @@ def save_memory_chart(outcome: MemoryOutcome, path: Path, *, final: Path) -> Mem
     return replace(outcome, chart=str(final))
 
 
-__all__ = ["MEMORY_PLANS", "MemoryOutcome", "PLAN_SAMPLES", "check_mode", "memory_step", "save_memory_chart"]
+__all__ = ["MEMORY_PLANS", "MemoryOutcome", "PLAN_SAMPLES", "check_mode", "memory_step", "save_memory_chart",
+           "target_scratch"]
