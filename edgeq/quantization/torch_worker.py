@@ -25,6 +25,8 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from edgeq.check.isolate import die_with_parent
+
 #: Channel-first inputs edgeq turns channel-last at the interface: NCL (Conv1d) and NCHW (Conv2d).
 CHANNEL_LAST_RANKS = (3, 4)
 
@@ -301,29 +303,13 @@ def _quiet_stdio(log: Path) -> TextIO:
     return proto
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to SIGKILL this child when edgeq dies (a killed CLI must not leave a converter
-    running for minutes on a 2-core machine). Elsewhere a no-op: the parent's timeout remains."""
-    if not sys.platform.startswith("linux"):
-        return
-    parent = os.getppid()
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG, SIGKILL
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != parent:  # the parent died before the request took effect
-        os._exit(137)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 1 or not Path(args[0], "job.json").is_file():
         print("usage: python -m edgeq.quantization.torch_worker JOB_DIR (written by edgeq.quantization.torch_quantize)", file=sys.stderr)
         return 2
     job_dir = Path(args[0])
-    _die_with_parent()
+    die_with_parent(os.getppid())  # a killed CLI must not leave a converter running for minutes
     child = _Child(_quiet_stdio(job_dir / "worker.log"))
     try:
         run_job(job_dir, child)
