@@ -168,8 +168,8 @@ def write_plan(tflite: bytes, plan: Plan) -> bytes:
         raise ModelError("the model keeps buffers outside its flatbuffer (a >2 GB layout); edgeq cannot rewrite it")
     payload = schema.BufferT()
     payload.data = list(encode(plan.offsets, len(model.subgraphs)))
-    entries = [m for m in (model.metadata or []) if _name(m) != METADATA_NAME]
-    old = [int(m.buffer) for m in (model.metadata or []) if _name(m) == METADATA_NAME]
+    entries = [m for m in (model.metadata or []) if metadata_name(m) != METADATA_NAME]
+    old = [int(m.buffer) for m in (model.metadata or []) if metadata_name(m) == METADATA_NAME]
     if old and 0 <= old[0] < len(buffers) and _only_user(model, old[0]):
         buffers[old[0]] = payload
         index = old[0]
@@ -193,7 +193,8 @@ def pack_aligned(model: Any, size_hint: int) -> bytes:
     return bytes(builder.Output())
 
 
-def _name(entry: Any) -> str:
+def metadata_name(entry: Any) -> str:
+    """A ``MetadataT`` entry's name as text (the object API gives bytes)."""
     name = entry.name
     return name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name or "")
 
@@ -331,5 +332,6 @@ def choose_plan(tflite: bytes, *, scratch: Scratch | None = None, target_scratch
     return (planned if kept else tflite), report
 
 
-__all__ = ["METADATA_NAME", "Plan", "PlanReport", "choose_plan", "encode", "pack_aligned", "plan", "probe_inputs",
+__all__ = ["METADATA_NAME", "Plan", "PlanReport", "choose_plan", "encode", "metadata_name", "pack_aligned", "plan",
+           "probe_inputs",
            "read_plan", "write_plan"]

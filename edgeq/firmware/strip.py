@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from edgeq.errors import ModelError
-from edgeq.firmware.memory_plan import METADATA_NAME, pack_aligned
+from edgeq.firmware.memory_plan import METADATA_NAME, metadata_name, pack_aligned
 from edgeq.model.tflite_info import ModelInfo, parse
 
 #: Metadata TFLM reads; every other entry goes.
@@ -37,11 +37,6 @@ class StripReport:
         return {"bytes_before": self.bytes_before, "bytes_after": self.bytes_after, "bytes_saved": self.saved}
 
 
-def _name(entry: Any) -> str:
-    name = entry.name
-    return name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name or "")
-
-
 def strip(tflite: bytes) -> bytes:
     """``tflite`` without tensor and subgraph names, signature defs, description and the
     metadata TFLM does not read (their buffers emptied, indices kept)."""
@@ -58,7 +53,7 @@ def strip(tflite: bytes) -> bytes:
     model.description = None
     model.signatureDefs = None
     used = {int(t.buffer) for sg in model.subgraphs or [] for t in sg.tensors or []}
-    kept = [m for m in model.metadata or [] if _name(m) in KEPT_METADATA]
+    kept = [m for m in model.metadata or [] if metadata_name(m) in KEPT_METADATA]
     for m in model.metadata or []:
         index = int(m.buffer)
         if m not in kept and index not in used and 0 < index < len(model.buffers or []) and \
