@@ -228,6 +228,26 @@ def test_the_plan_leaves_room_for_each_ops_scratch() -> None:
     assert with_room.target_planned_bytes <= plan_size(reqs, greedy_offsets(reqs))
 
 
+def test_esp_nn_targets_reserve_esp_nn_scratch() -> None:
+    """On an ESP32-S3 the conv, depthwise and softmax kernels request ESP-NN scratch the
+    reference kernels do not: the plan for that target must be told, as for CMSIS-NN; the
+    plain ESP32's ESP-NN asks for softmax scratch only."""
+    from edgeq.check.tensor_lifetimes import read_graph
+    from edgeq.firmware.esp_nn_memory import esp_nn_extra
+    from edgeq.firmware.memory_step import target_scratch
+    from edgeq.firmware.targets import load_target
+
+    data = model("mobilenet_like")
+    ops = [op.name for op in read_graph(data).ops]
+    s3 = target_scratch(data, load_target("esp32s3"))
+    assert s3 and {ops[k] for k in s3} >= {"CONV_2D", "DEPTHWISE_CONV_2D"}
+    assert all(v % 16 == 0 and v > 0 for v in s3.values())
+    assert max(s3.values()) <= esp_nn_extra(data, "esp32s3")
+    plain = target_scratch(data, load_target("esp32"))
+    assert plain is not None and {ops[k] for k in plain} <= {"SOFTMAX"}
+    assert target_scratch(data, load_target("host")) is None
+
+
 def _valid(items, offsets) -> bool:  # type: ignore[no-untyped-def]
     from edgeq.firmware.plan_solver import overlap
 

@@ -231,4 +231,23 @@ def esp_nn_extra(tflite: bytes, variant: str) -> int:
     return best
 
 
-__all__ = ["VARIANTS", "esp_nn_extra", "conv_scratch_esp32s3", "depthwise_scratch_esp32s3"]
+def per_op_scratch(tflite: bytes, variant: str) -> dict[int, int]:
+    """Scratch bytes (16-byte aligned) each op of the main subgraph requests from ESP-NN on
+    ``variant``, the larger of the two esp-nn formula families: an offline memory plan
+    (``edgeq.firmware.memory_plan``) must leave the device's buffers room whichever esp-nn
+    release the component manager resolves. Ops without scratch are left out."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown ESP-NN variant {variant!r} (expected one of {VARIANTS})")
+    model = schema.Model.GetRootAs(tflite, 0)
+    main = model.Subgraphs(0).OperatorsLength() if model.SubgraphsLength() else 0
+    found = {}
+    for k, (op, facts) in enumerate(list(zip(tflite_ops(tflite), _facts(tflite)))[:main]):
+        need = max(align_up(_op_cost(op, facts, variant, version)[0], 16) for version in (_V1_1, _V1_2))
+        if need:
+            found[k] = need
+    return found
+
+
+__all__ = ["VARIANTS", "esp_nn_extra", "per_op_scratch", "conv_scratch_esp32s3", "depthwise_scratch_esp32s3"]

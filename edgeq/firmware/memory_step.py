@@ -65,14 +65,18 @@ def check_mode(mode: str) -> str:
 
 
 def target_scratch(data: bytes, target: Any) -> dict[int, int] | None:
-    """The scratch buffers the target's kernels request per op (CMSIS-NN targets; None for
-    the others, whose host reference-kernel scratch is what the plan reserves)."""
-    variant = getattr(getattr(target, "arena", None), "cmsis_nn", "")
-    if not variant:
-        return None
-    from edgeq.firmware.cmsis_memory import per_op_scratch
+    """The scratch buffers the target's kernels request per op (CMSIS-NN and ESP-NN targets;
+    None for the others, whose host reference-kernel scratch is what the plan reserves)."""
+    rule = getattr(target, "arena", None)
+    if getattr(rule, "cmsis_nn", ""):
+        from edgeq.firmware.cmsis_memory import per_op_scratch
 
-    return per_op_scratch(data, variant)
+        return per_op_scratch(data, rule.cmsis_nn)  # type: ignore[union-attr]
+    if getattr(rule, "esp_nn", ""):
+        from edgeq.firmware.esp_nn_memory import per_op_scratch as esp_nn_scratch
+
+        return esp_nn_scratch(data, rule.esp_nn)  # type: ignore[union-attr]
+    return None
 
 
 def memory_step(data: bytes, micro: "MicroResult", inputs: "Sequence[np.ndarray] | None", *, mode: str,
