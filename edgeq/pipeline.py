@@ -191,7 +191,7 @@ def _run(model_path: str | Path, opts: Options, *, micro_strict: bool,
                              target=target)
         if memory.kept and memory.plan is not None:
             data, info_ = memory.data, parse(memory.data)
-            micro = dataclasses.replace(micro, arena_bytes=memory.plan.arena_with, arena_reported_bytes=None)
+            micro = memory.measured(micro)
     stripped = None
     if opts.strip:
         from edgeq.firmware.strip import verified_strip

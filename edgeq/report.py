@@ -75,7 +75,8 @@ def _memory_markdown(report: BuildReport) -> str:
     memory = report.memory or {}
     plan = memory.get("plan") or {}
     planned = plan["plan"]["planned_bytes"] if plan.get("kept") else None
-    text = memory_markdown(MemoryProfile.from_dict(memory["profile"]), arena=report.micro.get("arena_bytes"), planned=planned)
+    text = memory_markdown(MemoryProfile.from_dict(memory["profile"]), arena=report.micro.get("arena_bytes"),
+                           planned=planned, allocation=report.micro)
     if plan:
         text += f"\nOffline memory plan ({memory['memory_plan']}): {plan['reason']}.\n"
     elif memory.get("preplanned"):

@@ -73,6 +73,15 @@ def test_the_plan_is_kept_and_shrinks_every_arena_figure(planned: dict[str, Path
     assert b"OfflineMemoryAllocation" in (planned["auto"] / "mnet.tflite").read_bytes()
     assert b"OfflineMemoryAllocation" not in (planned["off"] / "mnet.tflite").read_bytes()
     assert off["memory"]["plan"] is None and off["memory"]["memory_plan"] == "off"
+    # The persistent part comes from TFLM's allocation report, of the model it ships: the plan
+    # moves only non-persistent buffers, so the head shrinks to the plan and the tail stays.
+    for r in (auto, off):
+        m = r["micro"]
+        assert m["arena_tail_bytes"] > 0 and m["arena_parts"]["NodeAndRegistration struct"] > 0
+        assert sum(m["arena_parts"].values()) <= m["arena_tail_bytes"]
+        assert m["arena_head_bytes"] + m["arena_tail_bytes"] <= m["arena_bytes"]
+    assert auto["micro"]["arena_head_bytes"] == plan["plan"]["planned_bytes"]
+    assert off["micro"]["arena_head_bytes"] == profile["greedy_bytes"]
 
 
 @pytest.mark.slow
@@ -80,6 +89,8 @@ def test_the_report_shows_the_profile_and_the_output_is_deterministic(planned: d
     md = (planned["auto"] / "report.md").read_text()
     assert "## Memory profile" in md and "lower bound" in md and "| peak |" in md
     assert "Offline memory plan (auto): the plan shrinks the host arena" in md
+    tail = _report(planned["auto"])["micro"]["arena_tail_bytes"]
+    assert f"{tail:,} B persistent (TFLM's allocation report" in md and f"| **total persistent** | **{tail:,}** |" in md
     for name in ("mnet.tflite", "src/mnet_model_data.cc", "src/mnet_model_settings.h"):  # report.md names its folder
         assert (planned["auto"] / name).read_bytes() == (planned["again"] / name).read_bytes(), name
     pytest.importorskip("matplotlib")  # edgeq[plots]: installed by .ci/run
@@ -99,6 +110,7 @@ def test_inspect_shows_the_profile_of_the_planned_model(planned: dict[str, Path]
     assert doc["micro"]["arena_bytes"] == _report(planned["auto"])["micro"]["arena_bytes"]  # TFLM reads the plan
     text = run_edgeq("inspect", planned["auto"] / "mnet.tflite")
     assert text.code == 0 and "memory profile" in text.stdout and "lower bound" in text.stdout
+    assert f"{doc['micro']['arena_tail_bytes']:,} B persistent" in text.stdout.replace("\n", " ")
 
 
 def test_a_bad_memory_plan_value_is_a_clear_error(tmp_path: Path) -> None:

@@ -307,11 +307,10 @@ def _measure_model(model: bytes, req: dict[str, Any]) -> dict[str, Any]:
     interp, log = _capture_fd2(first_run)
     if isinstance(interp, Exception):
         return _refused(interp, log)
-    m = re.search(r"Arena allocation total (\d+) bytes", log)
-    reported = int(m.group(1)) if m else None
+    report = allocation_report(log)
 
     if report_only and not req.get("outputs"):  # only the allocation report was asked for
-        return {"ok": True, "reported_bytes": reported, "bisected_bytes": None, "samples": 0}
+        return {"ok": True, **report, "bisected_bytes": None, "samples": 0}
     import numpy as np
     from tflite_micro import runtime
 
@@ -322,9 +321,9 @@ def _measure_model(model: bytes, req: dict[str, Any]) -> dict[str, Any]:
     else:
         count = samples[0].shape[0] if samples and samples[0].ndim else 1
         batches = [[x[k : k + 1] if x.ndim else x for x in samples] for k in range(count)]
-    minimal = None if report_only else _minimal_arena(runtime, model, first, reported, big)
+    minimal = None if report_only else _minimal_arena(runtime, model, first, report["reported_bytes"], big)
     if not req.get("outputs"):
-        return {"ok": True, "reported_bytes": reported, "bisected_bytes": minimal, "samples": 0}
+        return {"ok": True, **report, "bisected_bytes": minimal, "samples": 0}
 
     outputs: list[list[np.ndarray]] = []
     budget = int(req.get("max_output_bytes") or DEFAULT_MAX_OUTPUT_BYTES)
@@ -347,7 +346,20 @@ def _measure_model(model: bytes, req: dict[str, Any]) -> dict[str, Any]:
         return _refused(failed, log)
     out_path = req["outputs"]
     np.savez(out_path, **{f"y{j}": _stack([o[j] for o in outputs]) for j in range(req["n_outputs"])})
-    return {"ok": True, "reported_bytes": reported, "bisected_bytes": minimal, "samples": len(outputs)}
+    return {"ok": True, **report, "bisected_bytes": minimal, "samples": len(outputs)}
+
+
+def allocation_report(log: str) -> dict[str, Any]:
+    """TFLM's RecordingMicroAllocator report: total, non-persistent "head" (the planner's
+    layout), persistent "tail" and its named parts. Why: only TFLM knows what its kernels
+    kept in ``Prepare()``; arena minus head would also count the planner's working memory."""
+    def number(what: str) -> int | None:
+        m = re.search(rf"Arena allocation {what} (\d+) bytes", log)
+        return int(m.group(1)) if m else None
+
+    parts = {name: int(used) for name, used in re.findall(r"'([^'\n]{1,80})' used (\d+) bytes", log)}
+    return {"reported_bytes": number("total"), "head_bytes": number("head"), "tail_bytes": number("tail"),
+            "parts": parts}
 
 
 #: What TFLM's Python runtime raises when it refuses a model or an input (never a crash).

@@ -84,8 +84,9 @@ class MemoryProfile:
                 "uint8_io": [dict(d) for d in self.uint8_io], "uint8_io_bound_cost_bytes": self.uint8_io_bound_cost,
                 "total_macs": self.total_macs, "flash_bytes": self.flash_bytes}
 
-    def summary(self, arena: int | None = None) -> str:
-        """One line: total MACs, flash, arena and arena / lower bound."""
+    def summary(self, arena: int | None = None, *, head: int | None = None, tail: int | None = None) -> str:
+        """One line: total MACs, flash, arena and arena / lower bound; with TFLM's allocation
+        report (``head``: non-persistent, ``tail``: persistent bytes) how the arena splits."""
         peak = self.peak
         where = f" at op {peak.index} {printable(peak.name, keep='')}" if peak else ""
         text = (f"{_si(self.total_macs)} MACs, flash {self.flash_bytes:,} B, lower bound {self.lower_bound:,} B{where}, "
@@ -94,8 +95,14 @@ class MemoryProfile:
             text += f" ({self.greedy_bytes / self.lower_bound:.2f}x the lower bound)"
         if arena is not None:
             ratio = f", {arena / self.lower_bound:.2f}x the lower bound" if self.lower_bound else ""
-            text += (f"; arena {arena:,} B{ratio}: {max(0, arena - self.greedy_bytes):,} B of it persistent "
-                     "(tensor structs, kernel data, per-channel arrays)")
+            if tail is not None and head is not None:
+                rest = max(0, arena - head - tail)
+                text += (f"; arena {arena:,} B{ratio}: {tail:,} B persistent (TFLM's allocation report: tensor "
+                         f"structs, kernel data, per-channel arrays), {head:,} B planned"
+                         + (f", {rest:,} B needed only while TFLM allocates" if rest else ""))
+            else:
+                text += (f"; arena {arena:,} B{ratio}: {max(0, arena - self.greedy_bytes):,} B of it persistent "
+                         "(tensor structs, kernel data, per-channel arrays)")
         return text
 
 
@@ -204,16 +211,29 @@ def _md(text: str) -> str:
     return printable(text, keep="").replace("|", "\\|")
 
 
-def render_markdown(p: MemoryProfile, *, arena: int | None = None, planned: int | None = None) -> str:
-    """The profile as Markdown for ``report.md``: the summary line, then one row per op.
+def render_markdown(p: MemoryProfile, *, arena: int | None = None, planned: int | None = None,
+                    allocation: Mapping[str, Any] | None = None) -> str:
+    """The profile as Markdown for ``report.md``: the summary line, the persistent part's
+    entries, then one row per op.
 
     ``arena`` is the measured arena (for the ratio), ``planned`` the non-persistent size
-    with an offline memory plan, when one was kept.
+    with an offline memory plan, when one was kept; ``allocation`` is the TFLM check's
+    ``MicroResult.to_dict()`` (its allocation report: head, tail and the tail's parts).
     """
-    lines = ["## Memory profile", "", p.summary(arena), ""]
+    alloc = allocation or {}
+    head, tail = alloc.get("arena_head_bytes"), alloc.get("arena_tail_bytes")
+    lines = ["## Memory profile", "", p.summary(arena, head=head, tail=tail), ""]
     if planned is not None:
         lines += [f"With the offline memory plan TFLM's non-persistent part is {planned:,} B "
                   f"(without: {p.greedy_bytes:,} B).", ""]
+    parts = dict(alloc.get("arena_parts") or {})
+    if tail is not None and parts:
+        other = tail - sum(parts.values())
+        lines += ["| persistent part (TFLM's allocation report) | B |", "|---|---:|"]
+        lines += [f"| {_md(name)} | {size:,} |" for name, size in parts.items()]
+        if other > 0:
+            lines += [f"| other (allocator, subgraph and scratch-buffer bookkeeping) | {other:,} |"]
+        lines += [f"| **total persistent** | **{tail:,}** |", ""]
     for d in p.uint8_io:
         lines += [f"- uint8 {d['role']} `{_md(d['tensor'])}`: {d['bytes']:,} B, live next to its int8 copy at op "
                   f"{d['op']} (QUANTIZE, {d['live_bytes_at_op']:,} B live there)"]

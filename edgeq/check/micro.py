@@ -44,6 +44,9 @@ class MicroResult:
     ops: tuple[str, ...]
     arena_bytes: int | None = None  # minimal arena found by bisection (16-byte steps)
     arena_reported_bytes: int | None = None  # TFLM's "Arena allocation total"
+    arena_head_bytes: int | None = None  # of it, the non-persistent part TFLM's planner laid out
+    arena_tail_bytes: int | None = None  # of it, the persistent part (structs, kernel data, quantization arrays)
+    arena_parts: tuple[tuple[str, int], ...] = ()  # the persistent part's named entries in TFLM's report
     outputs: tuple[np.ndarray, ...] = field(default=(), repr=False)  # per output, stacked over samples (the first
     # ones only when all would exceed the worker's DEFAULT_MAX_OUTPUT_BYTES, 64 MiB)
     error: str | None = None  # why TFLM refused the model, when it did (non-strict checks)
@@ -56,6 +59,9 @@ class MicroResult:
             "ops": list(self.ops),
             "arena_bytes": self.arena_bytes,
             "arena_reported_bytes": self.arena_reported_bytes,
+            "arena_head_bytes": self.arena_head_bytes,
+            "arena_tail_bytes": self.arena_tail_bytes,
+            "arena_parts": dict(self.arena_parts),
             "error": self.error,
         }
 
@@ -248,7 +254,9 @@ class MicroRun:
         finally:
             self._cleanup()
         minimal = reply["bisected_bytes"]
-        return MicroResult(True, True, (), ops, None if minimal is None else int(minimal), reply["reported_bytes"], outputs)
+        return MicroResult(True, True, (), ops, None if minimal is None else int(minimal), reply["reported_bytes"],
+                           reply.get("head_bytes"), reply.get("tail_bytes"),
+                           tuple((str(k), int(v)) for k, v in (reply.get("parts") or {}).items()), outputs)
 
 
 def _tail(text: str, lines: int = 6) -> str:

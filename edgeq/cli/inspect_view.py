@@ -60,7 +60,8 @@ def render_inspect(doc: dict[str, Any]) -> None:
 
         out.print(rich_table(memory))
         arena = m.get("arena_bytes") if m else None
-        out.print(_plain("memory: " + MemoryProfile.from_dict(memory).summary(arena)))
+        out.print(_plain("memory: " + MemoryProfile.from_dict(memory).summary(
+            arena, head=m.get("arena_head_bytes") if m else None, tail=m.get("arena_tail_bytes") if m else None)))
         for u in memory["uint8_io"]:
             out.print(_plain(f"  uint8 {u['role']} {u['tensor']}: {u['bytes']:,} B, live next to its int8 copy at op {u['op']}"))
         if memory["uint8_io"]:

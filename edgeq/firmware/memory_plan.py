@@ -18,6 +18,7 @@ and ``choose_plan`` still measures both models with the real runtime before keep
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
@@ -246,6 +247,7 @@ class PlanReport:
     flash_with: int | None = None
     samples: int = 0
     outputs_identical: bool | None = None
+    measured_with: "MicroResult | None" = None  # TFLM's run of the planned model (allocation report; no outputs)
 
     def to_dict(self) -> dict[str, Any]:
         return {"kept": self.kept, "reason": self.reason, "plan": self.plan.to_dict(),
@@ -328,7 +330,8 @@ def choose_plan(tflite: bytes, *, scratch: Scratch | None = None, target_scratch
         why = "the planned model computed different output bytes: plan dropped"
     else:
         why = f"the plan does not shrink the host arena ({without} B without, {with_} B with): plan dropped"
-    report = PlanReport(kept, why, proposal, without, with_, len(tflite), len(planned), samples, same)
+    report = PlanReport(kept, why, proposal, without, with_, len(tflite), len(planned), samples, same,
+                        dataclasses.replace(trial, outputs=()))
     return (planned if kept else tflite), report
 
 

@@ -51,6 +51,19 @@ class MemoryOutcome:
         """TFLM's non-persistent part with the kept plan."""
         return self.plan.plan.planned_bytes if self.kept and self.plan is not None else None
 
+    def measured(self, micro: "MicroResult") -> "MicroResult":
+        """``micro`` (TFLM's run of the model before planning) with the arena and allocation
+        report of the planned model, when the plan was kept: what the arena rule, the budget
+        and the report must see."""
+        if not self.kept or self.plan is None:
+            return micro
+        after = self.plan.measured_with
+        return replace(micro, arena_bytes=self.plan.arena_with,
+                       arena_reported_bytes=after.arena_reported_bytes if after else None,
+                       arena_head_bytes=after.arena_head_bytes if after else None,
+                       arena_tail_bytes=after.arena_tail_bytes if after else None,
+                       arena_parts=after.arena_parts if after else ())
+
     def to_dict(self) -> dict[str, Any]:
         return {"memory_plan": self.mode, "profile": self.profile.to_dict(),
                 "plan": self.plan.to_dict() if self.plan is not None else None, "chart": self.chart,
