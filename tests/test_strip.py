@@ -65,3 +65,34 @@ def test_build_strip_reports_the_saving_and_the_firmware_runs_on_qemu(tmp_path_f
     header = (out / "src" / "digits_model_settings.h").read_text()
     assert "serving_default" in header  # the settings header still names the tensors
     assert b"serving_default" not in (out / "digits.tflite").read_bytes()
+
+
+def test_emit_strip_ships_the_stripped_array_and_keeps_the_names(example_tflite: Path, tmp_path: Path) -> None:
+    """``edgeq emit --strip``: the C array is the stripped model (same bytes on TFLM, smaller
+    by what the report says), the settings header still names the tensors, and the output
+    is deterministic; without ``--strip`` the array is the file as given."""
+    from edgeq.firmware.strip import strip
+
+    data = example_tflite.read_bytes()
+    runs = {}
+    for label, extra in (("plain", ()), ("strip", ("--strip",)), ("again", ("--strip",))):
+        r = run_edgeq("emit", example_tflite, "--out", tmp_path / label, "--name", "digits", "--json", *extra)
+        assert r.code == 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
+        runs[label] = json.loads(r.stdout)
+    saved = runs["strip"]["stripped"]
+    assert runs["plain"]["stripped"] is None
+    assert saved == {"bytes_before": len(data), "bytes_after": len(strip(data)), "bytes_saved": len(data) - len(strip(data))}
+    assert saved["bytes_saved"] > 1000 and runs["strip"]["model"]["size_bytes"] == saved["bytes_after"]
+    import hashlib
+    import re
+
+    source = (tmp_path / "strip" / "digits_model_data.cc").read_text()
+    array = bytes(int(h, 16) for h in re.findall(r"0x([0-9a-f]{2})", source.split("[] = {", 1)[1]))
+    assert array == strip(data) and b"serving_default" in data and b"serving_default" not in array
+    assert f"from {example_tflite.name}, stripped by --strip" in source  # the hash below is the array's, not the file's
+    assert hashlib.sha256(array).hexdigest() in source
+    assert "serving_default" in (tmp_path / "strip" / "digits_model_settings.h").read_text()
+    for name in ("digits_model_data.cc", "digits_model_settings.h", "digits_op_resolver.h"):
+        assert (tmp_path / "strip" / name).read_bytes() == (tmp_path / "again" / name).read_bytes(), name
+    # the stripped model's arena is measured on what ships, and TFLM needs no more for it
+    assert runs["strip"]["arena"]["host_bytes"] <= runs["plain"]["arena"]["host_bytes"]

@@ -33,6 +33,7 @@ def emit_command(
     arena_bytes: Annotated[Optional[int], typer.Option("--arena-bytes", min=1, help="Host TFLM arena in bytes, if already known (skips measuring it; needed where tflite-micro is not installable).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite files in --out that edgeq did not write.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be written; write nothing.")] = False,
+    strip: Annotated[bool, typer.Option("--strip", help="Emit the model without what TFLM never reads (tensor names, signatures, description), proven on TFLM to compute the same bytes; the settings header keeps the names.")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
 ) -> None:
@@ -43,7 +44,8 @@ def emit_command(
     from edgeq.firmware.emit import emit  # light: emit() starts TFLM's arena measurement first
 
     result = emit(model, out=out, name=name, lang=lang.value, section=section, namespace=namespace, labels=labels,
-                  force=force, target=target, targets_dir=targets_dir, dry_run=dry_run, arena_bytes=arena_bytes)
+                  force=force, target=target, targets_dir=targets_dir, dry_run=dry_run, arena_bytes=arena_bytes,
+                  strip=strip)
     from edgeq.console import cell, out as stdout, print_json, warn
 
     for message in result.warnings:
@@ -63,6 +65,9 @@ def emit_command(
         table.add_row(cell(a.path), cell(a.action))
     stdout.print(table)
     stdout.print(cell(f"ops ({len(result.ops)}): {', '.join(result.ops)}"))
+    if result.strip is not None:
+        s = result.strip
+        stdout.print(f"--strip: model {s.bytes_before:,} → {s.bytes_after:,} bytes ({s.saved:,} saved)", markup=False)
     if result.arena.host_bytes is not None:
         stdout.print(f"k{_camel(result.name)}TensorArenaSize = {result.arena.target_bytes} ({result.target}: {result.arena.rule})", markup=False)
 

@@ -21,6 +21,7 @@ from edgeq.firmware.targets import load_target
 
 if TYPE_CHECKING:  # pragma: no cover
     from edgeq.firmware.scaffold import WriteResult
+    from edgeq.firmware.strip import StripReport
     from edgeq.check.micro import MicroRun
 
 DEFAULT_TARGET = "cortex-m"
@@ -45,6 +46,7 @@ class EmitResult:
     arena: ArenaFigure
     write: WriteResult
     warnings: tuple[str, ...] = field(default=())
+    strip: StripReport | None = None  # bytes --strip saved, when asked
 
     @property
     def files(self) -> tuple[str, ...]:
@@ -64,6 +66,7 @@ class EmitResult:
             "arena": self.arena.to_dict(),
             "write": self.write.to_dict(),
             "warnings": list(self.warnings),
+            "stripped": self.strip.to_dict() if self.strip is not None else None,
         }
 
 
@@ -81,12 +84,15 @@ def emit(
     target: str | None = None,
     targets_dir: Path | None = None,
     dry_run: bool = False,
+    strip: bool = False,
 ) -> EmitResult:
     """Emit C/C++ sources for ``model`` into ``out``.
 
     ``arena_bytes`` is a *host* TFLM arena measurement (what ``edgeq build`` measured);
     when omitted it is measured here. ``target`` (default ``cortex-m``, whose rule is
-    safe from Cortex-M0+ to M55) picks the arena rule applied to it.
+    safe from Cortex-M0+ to M55) picks the arena rule applied to it. ``strip`` ships the
+    model without what TFLM never reads (``edgeq.firmware.strip``), proven on TFLM to
+    compute the same bytes; the settings header keeps the original tensor names.
     """
     model_path = Path(model)
     if not model_path.is_file():
@@ -107,6 +113,9 @@ def emit(
     try:
         tgt = load_target(target or DEFAULT_TARGET, targets_dir=targets_dir)
         data = model_path.read_bytes()
+        stripped = _strip(data, model_path) if strip else None  # before the fork: it starts no thread
+        if stripped is not None:
+            data, original = stripped[0], data
         from edgeq.firmware import c_array
 
         run = _start_measurement(data) if measure else None
@@ -120,15 +129,21 @@ def emit(
             info = parse(data)  # ~25 ms for 10 MB: the schema reader maps buffers, it does not copy them
         except ModelError as exc:
             raise ModelError(f"{model_path}: {exc.message}", exc.hint) from None
+        if stripped is not None:
+            from edgeq.firmware.strip import stripped_info
+
+            info = stripped_info(data, parse(original))
         ops = resolve_ops(info)  # an op TFLM lacks fails here, before waiting for TFLM
         if measure and run is None:  # not forked: a worker (or ToolMissingError) here, as always
             run = arena_mod.start_host_arena_measurement(data, info=info)
         requested = name if name is not None else model_path.stem
+        # the provenance hash is of the array, which --strip made differ from the file
+        source_name = f"{model_path.name}, stripped by --strip" if stripped is not None else model_path.name
         options = SourceOptions.create(
             name=requested, lang=lang, section=section, namespace=namespace,
             labels=read_labels(labels) if labels else None, labels_source=Path(labels).name if labels else "",
         )
-        data_file = model_data_source(tflite=data, info=info, options=options, source_name=model_path.name)
+        data_file = model_data_source(tflite=data, info=info, options=options, source_name=source_name)
         host = arena_mod.finish_host_arena_measurement(run, info=info) if run is not None else arena_bytes
         run = None
     finally:
@@ -143,7 +158,7 @@ def emit(
     else:
         figure = arena_mod.target_arena(host, tflite=data, target=tgt)
     files = model_sources(
-        tflite=data, info=info, options=options, source_name=model_path.name, arena=figure,
+        tflite=data, info=info, options=options, source_name=source_name, arena=figure,
         target_name=tgt.name, data_file=data_file,
     )
     from edgeq.firmware.scaffold import write_tree
@@ -156,7 +171,43 @@ def emit(
         name=options.name, requested_name=requested, out_dir=Path(out), lang=options.lang, target=tgt.name,
         model_path=str(model_path), model_sha256=info.sha256, model_size=info.size_bytes,
         ops=tuple(r.name for r in ops), arena=figure, write=result, warnings=tuple(warnings),
+        strip=stripped[1] if stripped is not None else None,
     )
+
+
+def _strip(data: bytes, model_path: Path) -> "tuple[bytes, StripReport]":
+    """The stripped model and what it saved, after TFLM ran both on the same probe inputs
+    and they gave the same output bytes (``ModelError`` otherwise, or if TFLM cannot run
+    the original: then there is nothing to prove the strip against)."""
+    from edgeq.check.micro import MicroRun, runtime_available
+    from edgeq.errors import ToolMissingError
+    from edgeq.firmware.memory_plan import probe_inputs
+    from edgeq.firmware.strip import StripReport, strip
+    from edgeq.model.tflite_info import parse
+
+    try:
+        parse(data)
+    except ModelError as exc:
+        raise ModelError(f"{model_path}: {exc.message}", exc.hint) from None
+    if not runtime_available():
+        raise ToolMissingError("--strip proves the stripped model on TFLM, which needs the tflite-micro Python package",
+                               hint="pip install tflite-micro (x86-64 Linux only), or emit without --strip")
+    stripped = strip(data)
+    probe = probe_inputs(data, 2)
+    runs = [MicroRun(m, parse(m), probe, bisect=False) for m in (data, stripped)]
+    results = []
+    try:
+        for r in runs:
+            results.append(r.result(600.0))
+    finally:
+        for r in runs[len(results) + 1:]:  # result() cleaned up after itself, even when it raised
+            r.cancel()
+    before, after = results
+    if len(before.outputs) != len(after.outputs) or any(
+            a.tobytes() != b.tobytes() for a, b in zip(before.outputs, after.outputs)):
+        raise ModelError("the stripped model computes other bytes on TFLM than the model it came from",
+                         hint="this is a bug in edgeq: emit without --strip and report it")
+    return stripped, StripReport(len(data), len(stripped))
 
 
 def _start_measurement(data: bytes) -> "MicroRun | None":
