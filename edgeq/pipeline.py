@@ -26,7 +26,7 @@ from edgeq.check.micro import MicroResult, check_micro, runtime_available
 from edgeq.firmware.memory_step import check_mode, memory_step, save_memory_chart
 from edgeq.quantization.dense_choice import check_choice
 from edgeq.quantization.convert import MICRO_INCAPABLE, QuantSettings, convert, refuse_uninitialized_variables
-from edgeq.report import BuildReport, gate, render_markdown, run_report
+from edgeq.report import BuildReport, gate, gate_possible, render_markdown, run_report
 from edgeq.model.tflite_info import ModelInfo, parse
 from edgeq.check.validation import ReferenceRunner, ValidationResult, compare, tflm_agreement
 
@@ -136,6 +136,12 @@ def _run(model_path: str | Path, opts: Options, *, micro_strict: bool,
         raise UserError(f"--qat needs a Keras model (.keras/.h5): {what}",
                         hint="give the .keras/.h5 file the model was exported from, or drop --qat for post-training quantization")
     calib, eval_s = prepare_data(model, opts, warnings)
+    if opts.max_accuracy_drop is not None and (eval_s is None or eval_s.y is None or not model.has_float_reference):
+        why = "a .tflite has no float model to compare with" if not model.has_float_reference else \
+            "the evaluation data has no class labels"
+        raise UserError(f"--max-accuracy-drop needs a top-1 accuracy of the float and the quantized model: {why}",
+                        hint="pass --eval-data with class labels ('y') for a Keras/SavedModel/PyTorch classifier, "
+                        "or drop --max-accuracy-drop")
     if model.format == "tflite":
         assert model.tflite_bytes is not None
         data = model.tflite_bytes
@@ -189,7 +195,7 @@ def _run(model_path: str | Path, opts: Options, *, micro_strict: bool,
     if settings.mode not in MICRO_INCAPABLE:  # before the arena rule and budget: they use the planned figure
         memory = memory_step(data, micro, eval_q if eval_q is not None else fw_input, mode=opts.memory_plan,
                              target=target)
-        if memory.kept and memory.plan is not None:
+        if memory.changed:
             data, info_ = memory.data, parse(memory.data)
             micro = memory.measured(micro)
     stripped = None
@@ -304,8 +310,9 @@ def quantize(
                    QuantSettings(mode, io, allow_float_fallback, per_channel_dense=choice != "per-tensor"), scale,
                    max_accuracy_drop, qat, layer_report, check_mode(memory_plan), choice == "auto", strip, layout)
     run = _run(model, opts, micro_strict=mode not in MICRO_INCAPABLE)
-    outdir.write_file(out, run.data, flag="--output")  # temp file beside it + os.replace, 0644
     report = run_report(run, "quantize", str(out), mode=mode)
+    gate_possible(report, max_accuracy_drop)  # before writing: a gate that cannot apply leaves no file
+    outdir.write_file(out, run.data, flag="--output")  # temp file beside it + os.replace, 0644
     gate(report, max_accuracy_drop)
     return report
 
@@ -382,6 +389,7 @@ def build(
             run, "build", str(out_dir / f"{cname}.tflite"), mode=mode,
             target=tgt.to_dict(), firmware=fw, out_dir=str(out_dir),
         )
+        gate_possible(report, max_accuracy_drop)  # the staged folder is dropped: nothing half-written
         with outdir.mapped_errors(out_dir):  # new files: the mirrored ones are hard links to the old tree's
             outdir.write_new(tmp / f"{cname}.tflite", run.data)
             outdir.write_new(tmp / "report.json", (json.dumps(report.to_dict(), indent=2, sort_keys=True) + "\n").encode())

@@ -45,8 +45,9 @@ Loss = Annotated[Optional[str], typer.Option("--loss", help="QAT loss (a Keras n
                                              "Default: the model's compiled loss, else chosen from the labels.")]
 LayerReport = Annotated[bool, typer.Option("--layer-report", help="Per-layer int8 error table (TF QuantizationDebugger) "
                                            "in the report; a PNG chart too with edgeq[plots].")]
-MemoryPlan = Annotated[str, typer.Option("--memory-plan", help="auto: write an offline memory plan into the model "
-                                         "when TFLM proves it shrinks the arena (outputs byte-identical); off: never.")]
+MemoryPlan = Annotated[str, typer.Option("--memory-plan", help="auto: write an offline memory plan into the model, "
+                                         "and reorder a branchy model's operators, when TFLM proves it shrinks the arena "
+                                         "(outputs byte-identical); off: never.")]
 Dense = Annotated[Optional[str], typer.Option("--dense", help="Dense-layer weights: per-channel (default), per-tensor, "
                                               "or auto (both; per-tensor kept where within the accuracy gate and smaller).")]
 Layout = Annotated[str, typer.Option("--layout", help="PyTorch models: nhwc (default) makes image inputs channel-last "

@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from edgeq.check.micro import MicroResult
     from edgeq.firmware.memory_plan import PlanReport
+    from edgeq.firmware.op_order import OrderReport
 
 MEMORY_PLANS = ("auto", "off")
 #: Samples both models run on when a plan is tried: enough to catch a changed byte (the plan
@@ -35,39 +36,59 @@ PLAN_SAMPLES = 4
 class MemoryOutcome:
     """The profile of the converted model and what became of the plan."""
 
-    data: bytes  # the model to ship: planned when the plan was kept
-    profile: MemoryProfile  # of the model before planning (TFLM's own greedy figure inside)
+    data: bytes  # the model to ship: planned when the plan was kept, reordered when the order was
+    profile: MemoryProfile  # of the model shipped, before planning (TFLM's own greedy figure inside)
     mode: str
     plan: "PlanReport | None" = None  # None: not tried (off, or TFLM did not run the model)
     chart: str | None = None  # memory_profile.png, where one was drawn (edgeq[plots])
     preplanned: bool = False  # the model came with an offline memory plan (e.g. from `edgeq quantize`): kept as is
+    order: "OrderReport | None" = None  # the operator-order search (None: not tried)
 
     @property
     def kept(self) -> bool:
-        return self.plan is not None and self.plan.kept
+        """Whether the plan of the model shipped was kept (the reordered model's, if reordered)."""
+        plan = self.order.plan if self.reordered and self.order is not None else self.plan
+        return plan is not None and plan.kept
+
+    @property
+    def reordered(self) -> bool:
+        return self.order is not None and self.order.kept
+
+    @property
+    def changed(self) -> bool:
+        """Whether ``data`` differs from the converted model (a plan or an order kept)."""
+        return self.kept or self.reordered
 
     @property
     def planned_bytes(self) -> int | None:
         """TFLM's non-persistent part with the kept plan."""
-        return self.plan.plan.planned_bytes if self.kept and self.plan is not None else None
+        plan = self.order.plan if self.reordered and self.order is not None else self.plan
+        return plan.plan.planned_bytes if plan is not None and plan.kept else None
 
     def measured(self, micro: "MicroResult") -> "MicroResult":
         """``micro`` (TFLM's run of the model before planning) with the arena and allocation
         report of the planned model, when the plan was kept: what the arena rule, the budget
         and the report must see."""
-        if not self.kept or self.plan is None:
+        if self.reordered and self.order is not None:
+            after, arena = self.order.measured, self.order.arena_with
+        elif self.kept and self.plan is not None:
+            after, arena = self.plan.measured_with, self.plan.arena_with
+        else:
             return micro
-        after = self.plan.measured_with
-        return replace(micro, arena_bytes=self.plan.arena_with,
+        return replace(micro, arena_bytes=arena,
                        arena_reported_bytes=after.arena_reported_bytes if after else None,
                        arena_head_bytes=after.arena_head_bytes if after else None,
                        arena_tail_bytes=after.arena_tail_bytes if after else None,
                        arena_parts=after.arena_parts if after else ())
 
     def to_dict(self) -> dict[str, Any]:
+        shipped = self.order.plan if self.reordered and self.order is not None else self.plan
+        order = self.order.to_dict() if self.order is not None else None
+        if order is not None and self.reordered:
+            order["file_order_plan"] = self.plan.to_dict() if self.plan is not None else None
         return {"memory_plan": self.mode, "profile": self.profile.to_dict(),
-                "plan": self.plan.to_dict() if self.plan is not None else None, "chart": self.chart,
-                "preplanned": self.preplanned}
+                "plan": shipped.to_dict() if shipped is not None else None, "chart": self.chart,
+                "preplanned": self.preplanned, "op_order": order}
 
 
 def check_mode(mode: str) -> str:
@@ -105,9 +126,25 @@ def memory_step(data: bytes, micro: "MicroResult", inputs: "Sequence[np.ndarray]
 
     if read_plan(data) is not None:  # TFLM already measured the model with its plan: nothing to redo
         return MemoryOutcome(data, prof, mode, preplanned=True)
+    from edgeq.firmware.op_order import choose_order, reorder
+
     probe = [x[:PLAN_SAMPLES] for x in inputs] if inputs else None
-    planned, report = choose_plan(data, inputs=probe, target_scratch=target_scratch(data, target) if target else None)
-    return MemoryOutcome(planned, prof, mode, report)
+    room = target_scratch(data, target) if target else None
+    planned, report = choose_plan(data, inputs=probe, target_scratch=room)
+    arena = report.arena_with if report.kept else micro.arena_bytes
+    expected = micro.outputs
+    if probe is None:  # TFLM ran zeros: compare the orders on probe inputs, the plan's
+        from edgeq.check.micro import MicroRun
+        from edgeq.firmware.memory_plan import probe_inputs
+        from edgeq.model.tflite_info import parse
+
+        probe = probe_inputs(data, PLAN_SAMPLES)
+        expected = MicroRun(data, parse(data), probe, bisect=False).result().outputs
+    order = choose_order(data, probe, expected, int(arena if arena is not None else micro.arena_bytes),
+                         target_scratch=room)
+    if order.kept:  # the profile of what ships: its op indices are the reordered file's
+        return MemoryOutcome(order.data, profile(reorder(data, order.search.order)), mode, report, order=order)
+    return MemoryOutcome(planned, prof, mode, report, order=order)
 
 
 def save_memory_chart(outcome: MemoryOutcome, path: Path, *, final: Path) -> MemoryOutcome:
