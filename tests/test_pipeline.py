@@ -137,6 +137,28 @@ def test_accuracy_gate_exits_1(models: dict[str, Path], tmp_path: Path) -> None:
     assert r.code == 0, r.stderr
 
 
+def test_an_accuracy_gate_that_cannot_apply_is_refused_before_any_output(models: dict[str, Path], tmp_path: Path,
+                                                                         example_tflite: Path) -> None:
+    """Unlabelled evaluation data, or a .tflite (no float model), give no top-1 accuracy to
+    gate on: exit 2 before converting, and no file or folder left behind."""
+    with np.load(models["eval"]) as z:
+        np.savez(tmp_path / "unlabelled.npz", x=z["x"][:40])
+    r = run_edgeq("quantize", models["keras"], "-o", tmp_path / "q.tflite", "-c", models["calib"],
+                  "-e", tmp_path / "unlabelled.npz", "--max-accuracy-drop", "1")
+    assert_clean_error(r, "--max-accuracy-drop", "no class labels")
+    assert not (tmp_path / "q.tflite").exists()
+    r = run_edgeq("build", models["keras"], "--target", "cortex-m4", "-o", tmp_path / "fw", "-c", models["calib"],
+                  "-e", tmp_path / "unlabelled.npz", "--max-accuracy-drop", "1")
+    assert_clean_error(r, "--max-accuracy-drop", "no class labels")
+    assert not (tmp_path / "fw").exists() and [p.name for p in tmp_path.iterdir()] == ["unlabelled.npz"]
+    from edgeq.cli.example import example_files
+
+    _, _, ev = example_files()
+    r = run_edgeq("quantize", example_tflite, "-o", tmp_path / "t.tflite", "-e", ev, "--max-accuracy-drop", "1")
+    assert_clean_error(r, "--max-accuracy-drop", "no float model")
+    assert not (tmp_path / "t.tflite").exists()
+
+
 def test_existing_tflite_is_not_requantized(example_tflite: Path, tmp_path: Path) -> None:
     from edgeq.cli.example import example_files
 

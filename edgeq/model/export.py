@@ -24,7 +24,7 @@ def export_for_conversion(model: LoadedModel, workdir: Path) -> Path:
                          hint="export the model from Keras with the recurrent layers built with unroll=True, "
                          "or give edgeq the .keras/.h5 file (edgeq unrolls those itself)")
     if model.keras_model is None:
-        assert model._saved_model_dir is not None
+        assert model.saved_model_dir is not None
         return _rebatch_saved_model(model, workdir, tf)
     if type(model.keras_model).__module__.startswith("tf_keras."):
         return export_qat_for_conversion(model, workdir)  # tf_keras export() takes no input signature
@@ -45,7 +45,7 @@ def export_for_conversion(model: LoadedModel, workdir: Path) -> Path:
 
 def _rebatch_saved_model(model: LoadedModel, workdir: Path, tf: Any) -> Path:
     """Re-save a SavedModel's serving function with batch 1, keeping its variables."""
-    src = model._saved_model_dir
+    src = model.saved_model_dir
     names = [s.name for s in model.inputs]
     specs = [tf.TensorSpec(s.shape, tf.as_dtype(s.dtype), name=s.name) for s in model.inputs]
     out = workdir / "saved_model"

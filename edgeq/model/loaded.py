@@ -44,7 +44,7 @@ class LoadedModel:
     keras_model: Any = None
     tflite_bytes: bytes | None = None
     _predict: Callable[[list[np.ndarray]], list[np.ndarray]] | None = field(default=None, repr=False)
-    _saved_model_dir: Path | None = None
+    saved_model_dir: Path | None = None  # a SavedModel input: the folder its serving function is re-saved from
     #: The batch size the serving signature accepts, when it is fixed (e.g. 1 for a model
     #: exported with ``input_signature=[tf.TensorSpec([1, ...])]``); None = any batch.
     fixed_batch: int | None = None

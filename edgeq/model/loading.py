@@ -223,7 +223,7 @@ def _load_saved_model(p: Path) -> LoadedModel:
             res = sig(**{s.name: tf.constant(x, dtype=s.dtype) for s, x in zip(ins, xs)})
         return [np.asarray(res[o.name], dtype=np.float32) for o in outs]
 
-    return LoadedModel(p, "saved_model", sha256_path(p), tuple(ins), outs, _predict=predict, _saved_model_dir=p,
+    return LoadedModel(p, "saved_model", sha256_path(p), tuple(ins), outs, _predict=predict, saved_model_dir=p,
                        fixed_batch=fixed, conversion_blocker=_while_loop_blocker(sig, p.name))
 
 
