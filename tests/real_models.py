@@ -109,6 +109,36 @@ def dense_autoencoder(K: Any) -> Any:
     return K.Model(inp, K.layers.Dense(640)(x), name="autoencoder")
 
 
+def streaming_ww(K: Any) -> Any:
+    """MLPerf Tiny streaming wake word: a DS-TCN over 30 frames x 40 log-mel features, 3 classes.
+
+    Written after mlcommons/tiny ``benchmark/training/streaming_wakeword/keras_model.py``
+    (``get_model``/``conv_block``, commit 904de6f8652d97a9e1ff73a050aab6b0335457f4): four
+    blocks of a bias-free depthwise conv along time only (kernels 3, 5, 10, 15, 'valid',
+    stride 1, dilation 1), a bias-free 1x1 conv (128, 128, 128, 32 filters), BatchNorm,
+    ReLU and Dropout 0.2; then Flatten and a 3-way softmax Dense. The input is time x 1 x
+    features, (30, 1, 40): 1 s of audio in 64 ms windows at a 32 ms stride.
+
+    Why the fixed-length graph: upstream trains and streams with ``variable_length`` (time
+    ``None``), but its ``quantize.py`` converts the fixed-length model, and the reference
+    ``trained_models/str_ww_ref_model.tflite`` is that graph (int8 I/O, input (1, 30, 1, 40),
+    no state tensors): 4 DEPTHWISE_CONV_2D, 4 CONV_2D, RESHAPE, FULLY_CONNECTED, SOFTMAX.
+    The time axis shrinks 30 -> 28 -> 24 -> 15 -> 1, so Flatten sees 32 values.
+    """
+    inp = K.Input((30, 1, 40))
+    x = inp
+    for filters, kernel in ((128, 3), (128, 5), (128, 10), (32, 15)):
+        # He-normal for a (k, 1) depthwise kernel: its fan-in is k, not k x channels.
+        init = K.initializers.RandomNormal(stddev=(2.0 / kernel) ** 0.5)
+        x = K.layers.DepthwiseConv2D((kernel, 1), padding="valid", use_bias=False, depthwise_initializer=init)(x)
+        x = K.layers.Conv2D(filters, 1, use_bias=False, kernel_initializer=HE)(x)
+        x = K.layers.BatchNormalization()(x)
+        x = K.layers.Activation("relu")(x)
+        x = K.layers.Dropout(0.2)(x)
+    x = K.layers.Flatten()(x)
+    return K.Model(inp, K.layers.Dense(3, activation="softmax")(x), name="streaming_ww")
+
+
 def conv1d_classifier(K: Any) -> Any:
     """Accelerometer-style 1-D classifier: 128 time steps x 3 axes, 6 classes."""
     inp = K.Input((128, 3))
