@@ -300,8 +300,8 @@ def choose_plan(tflite: bytes, *, scratch: Scratch | None = None, target_scratch
     graph = read_graph(tflite, info)
     proposal = plan(graph, scratch=scratch, target_scratch=target_scratch)
     if proposal.gain <= 0:
-        why = (f"TFLM's planner already reaches {proposal.greedy_bytes:,} B "
-               f"(lower bound {proposal.lower_bound:,} B); no plan needed")
+        why = (f"TFLM's planner already reaches {proposal.greedy_bytes:,} B, and no plan that reserves every op's "
+               f"scratch room (lower bound {proposal.lower_bound:,} B with it) does better; no plan needed")
         return tflite, PlanReport(False, why, proposal, flash_without=len(tflite))
     planned = write_plan(tflite, proposal)
     if inputs is None:
