@@ -11,13 +11,13 @@ firmware on QEMU). Built once with ``--memory-plan auto`` (twice: same bytes) an
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tests.conftest import assert_clean_error, run_edgeq
+from tests.tools import arena_constant, build_report
 
 
 @pytest.fixture(scope="module")
@@ -43,18 +43,9 @@ def planned(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return outs
 
 
-def _report(out: Path) -> dict:
-    return json.loads((out / "report.json").read_text())
-
-
-def _arena_constant(out: Path) -> int:
-    header = next((out / "src").glob("*_model_settings.h")).read_text()
-    return int(re.search(r"TensorArenaSize\s*=\s*(\d+)", header).group(1))
-
-
 @pytest.mark.slow
 def test_the_plan_is_kept_and_shrinks_every_arena_figure(planned: dict[str, Path]) -> None:
-    auto, off = _report(planned["auto"]), _report(planned["off"])
+    auto, off = build_report(planned["auto"]), build_report(planned["off"])
     plan = auto["memory"]["plan"]
     assert plan["kept"] and plan["outputs_identical"], plan
     assert plan["arena_with_bytes"] < plan["arena_without_bytes"] == off["micro"]["arena_bytes"]
@@ -66,8 +57,8 @@ def test_the_plan_is_kept_and_shrinks_every_arena_figure(planned: dict[str, Path
     assert profile["lower_bound_bytes"] <= plan["plan"]["planned_bytes"] < profile["greedy_bytes"]
     # The arena rule and the firmware use the planned host figure.
     assert auto["firmware"]["budget"]["arena"]["host_bytes"] == plan["arena_with_bytes"]
-    assert _arena_constant(planned["auto"]) < _arena_constant(planned["off"])
-    assert _arena_constant(planned["auto"]) == auto["firmware"]["arena_bytes"]
+    assert arena_constant(planned["auto"]) < arena_constant(planned["off"])
+    assert arena_constant(planned["auto"]) == auto["firmware"]["arena_bytes"]
     # Same model otherwise: the plan is metadata, the validation figures are the same.
     assert auto["validation"] == off["validation"]
     assert b"OfflineMemoryAllocation" in (planned["auto"] / "mnet.tflite").read_bytes()
@@ -89,7 +80,7 @@ def test_the_report_shows_the_profile_and_the_output_is_deterministic(planned: d
     md = (planned["auto"] / "report.md").read_text()
     assert "## Memory profile" in md and "lower bound" in md and "| peak |" in md
     assert "Offline memory plan (auto): the plan shrinks the host arena" in md
-    tail = _report(planned["auto"])["micro"]["arena_tail_bytes"]
+    tail = build_report(planned["auto"])["micro"]["arena_tail_bytes"]
     assert f"{tail:,} B persistent (TFLM's allocation report" in md and f"| **total persistent** | **{tail:,}** |" in md
     for name in ("mnet.tflite", "src/mnet_model_data.cc", "src/mnet_model_settings.h"):  # report.md names its folder
         assert (planned["auto"] / name).read_bytes() == (planned["again"] / name).read_bytes(), name
@@ -97,7 +88,7 @@ def test_the_report_shows_the_profile_and_the_output_is_deterministic(planned: d
     png = planned["auto"] / "memory_profile.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert png.read_bytes() == (planned["again"] / "memory_profile.png").read_bytes()
-    assert _report(planned["auto"])["memory"]["chart"] == str(png)
+    assert build_report(planned["auto"])["memory"]["chart"] == str(png)
 
 
 @pytest.mark.slow
@@ -107,7 +98,7 @@ def test_inspect_shows_the_profile_of_the_planned_model(planned: dict[str, Path]
     doc = json.loads(r.stdout)
     memory = doc["memory"]
     assert memory["peak_op"] is not None and memory["total_macs"] > 0
-    assert doc["micro"]["arena_bytes"] == _report(planned["auto"])["micro"]["arena_bytes"]  # TFLM reads the plan
+    assert doc["micro"]["arena_bytes"] == build_report(planned["auto"])["micro"]["arena_bytes"]  # TFLM reads the plan
     text = run_edgeq("inspect", planned["auto"] / "mnet.tflite")
     assert text.code == 0 and "memory profile" in text.stdout and "lower bound" in text.stdout
     assert f"{doc['micro']['arena_tail_bytes']:,} B persistent" in text.stdout.replace("\n", " ")

@@ -11,15 +11,13 @@ what it learnt. The verify rows share the session's TFLM library cache with test
 
 from __future__ import annotations
 
-import json
-import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tests.conftest import run_edgeq
-from tests.tools import require_tool, tflm_cache, tflm_dir
+from tests.tools import arena_constant, build_report, require_tool, tflm_cache, tflm_dir
 
 #: mlcommons/tiny trained_models/str_ww_ref_model.tflite on TFLM's host runtime (issue 15).
 REFERENCE_ARENA = 16_640
@@ -47,19 +45,10 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return outs
 
 
-def _report(out: Path) -> dict:
-    return json.loads((out / "report.json").read_text())
-
-
-def _arena_constant(out: Path) -> int:
-    header = next((out / "src").glob("*_model_settings.h")).read_text()
-    return int(re.search(r"TensorArenaSize\s*=\s*(\d+)", header).group(1))
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("target", CORES)
 def test_host_arena_is_at_most_the_reference(built: dict[str, Path], target: str) -> None:
-    report = _report(built[target])
+    report = build_report(built[target])
     arena = report["micro"]["arena_bytes"]
     assert report["micro"]["supported"] and arena is not None, report["micro"]
     assert arena <= REFERENCE_ARENA, f"{target}: host arena {arena} B > reference {REFERENCE_ARENA} B"
@@ -72,7 +61,7 @@ def test_host_arena_is_at_most_the_reference(built: dict[str, Path], target: str
     assert [tuple(i["shape"]) for i in inputs] == [(1, 30, 1, 40)] and inputs[0]["dtype"] == "int8", inputs
     # The firmware's arena comes from that host figure.
     assert report["firmware"]["budget"]["arena"]["host_bytes"] == arena
-    assert _arena_constant(built[target]) == report["firmware"]["arena_bytes"]
+    assert arena_constant(built[target]) == report["firmware"]["arena_bytes"]
 
 
 @pytest.mark.slow
@@ -92,5 +81,5 @@ def test_firmware_matches_on_qemu_at_its_arena(built: dict[str, Path], target: s
     figures = f"{target}: {doc['message']} {arena}"
     assert doc["ok"] and doc["output_match"] and doc["firmware_exit_code"] == 0, figures
     assert doc["target"] == target and doc["board"] == CORES[target], figures
-    assert arena["size_bytes"] == _arena_constant(built[target]), figures
+    assert arena["size_bytes"] == arena_constant(built[target]), figures
     assert arena["min_bytes"] is not None and arena["used_bytes"] <= arena["min_bytes"] <= arena["size_bytes"], figures

@@ -7,7 +7,9 @@ tool (.ci/run) and a silent skip would let the compile/QEMU tests stop running u
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Sequence
@@ -16,7 +18,7 @@ import pytest
 
 from tests.conftest import IN_CI, ROOT, require_tool
 
-__all__ = ["IN_CI", "M4F_FLAGS", "require_tool", "tflm_cache", "tflm_dir", "run"]
+__all__ = ["IN_CI", "M4F_FLAGS", "arena_constant", "build_report", "require_tool", "tflm_cache", "tflm_dir", "run"]
 
 M4F_FLAGS = ("-mcpu=cortex-m4", "-mthumb", "-mfpu=fpv4-sp-d16", "-mfloat-abi=hard")
 
@@ -68,3 +70,16 @@ def run(cmd: Sequence[str | os.PathLike[str]], *, cwd: Path | None = None, timeo
     if proc.returncode != 0:
         pytest.fail(f"command failed ({proc.returncode}): {' '.join(map(str, cmd))}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
+
+
+def build_report(out: Path) -> dict:
+    """The ``report.json`` an ``edgeq build --out OUT`` wrote."""
+    return json.loads((out / "report.json").read_text())
+
+
+def arena_constant(out: Path) -> int:
+    """The ``k<Name>TensorArenaSize`` the build wrote into ``OUT/src/<name>_model_settings.h``."""
+    header = next((out / "src").glob("*_model_settings.h")).read_text()
+    found = re.search(r"TensorArenaSize\s*=\s*(\d+)", header)
+    assert found, f"no TensorArenaSize in {out}/src"
+    return int(found.group(1))
