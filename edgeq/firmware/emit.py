@@ -22,6 +22,7 @@ from edgeq.firmware.targets import load_target
 if TYPE_CHECKING:  # pragma: no cover
     from edgeq.firmware.scaffold import WriteResult
     from edgeq.firmware.strip import StripReport
+    from edgeq.model.tflite_info import ModelInfo
     from edgeq.check.micro import MicroRun
 
 DEFAULT_TARGET = "cortex-m"
@@ -115,7 +116,7 @@ def emit(
         data = model_path.read_bytes()
         stripped = _strip(data, model_path) if strip else None  # before the fork: it starts no thread
         if stripped is not None:
-            data, original = stripped[0], data
+            data = stripped[0]
         from edgeq.firmware import c_array
 
         run = _start_measurement(data) if measure else None
@@ -125,14 +126,13 @@ def emit(
         from edgeq.firmware.sources import SourceOptions, label_warnings, model_data_source, model_sources, read_labels
         from edgeq.model.tflite_info import parse
 
-        try:
-            info = parse(data)  # ~25 ms for 10 MB: the schema reader maps buffers, it does not copy them
-        except ModelError as exc:
-            raise ModelError(f"{model_path}: {exc.message}", exc.hint) from None
         if stripped is not None:
-            from edgeq.firmware.strip import stripped_info
-
-            info = stripped_info(data, parse(original))
+            info = stripped[1]  # the stripped bytes (parsed by the strip), described with the file's tensor names
+        else:
+            try:
+                info = parse(data)  # ~25 ms for 10 MB: the schema reader maps buffers, it does not copy them
+            except ModelError as exc:
+                raise ModelError(f"{model_path}: {exc.message}", exc.hint) from None
         ops = resolve_ops(info)  # an op TFLM lacks fails here, before waiting for TFLM
         if measure and run is None:  # not forked: a worker (or ToolMissingError) here, as always
             run = arena_mod.start_host_arena_measurement(data, info=info)
@@ -171,43 +171,31 @@ def emit(
         name=options.name, requested_name=requested, out_dir=Path(out), lang=options.lang, target=tgt.name,
         model_path=str(model_path), model_sha256=info.sha256, model_size=info.size_bytes,
         ops=tuple(r.name for r in ops), arena=figure, write=result, warnings=tuple(warnings),
-        strip=stripped[1] if stripped is not None else None,
+        strip=stripped[2] if stripped is not None else None,
     )
 
 
-def _strip(data: bytes, model_path: Path) -> "tuple[bytes, StripReport]":
-    """The stripped model and what it saved, after TFLM ran both on the same probe inputs
-    and they gave the same output bytes (``ModelError`` otherwise, or if TFLM cannot run
-    the original: then there is nothing to prove the strip against)."""
+def _strip(data: bytes, model_path: Path) -> "tuple[bytes, ModelInfo, StripReport]":
+    """The stripped model, its description (original tensor names) and what it saved, after
+    TFLM ran the file and the stripped model on the same probe inputs and they gave the same
+    output bytes (``strip.verified_strip``; ``ModelError`` otherwise, or if TFLM cannot run
+    the file: then there is nothing to prove the strip against)."""
     from edgeq.check.micro import MicroRun, runtime_available
     from edgeq.errors import ToolMissingError
     from edgeq.firmware.memory_plan import probe_inputs
-    from edgeq.firmware.strip import StripReport, strip
+    from edgeq.firmware.strip import verified_strip
     from edgeq.model.tflite_info import parse
 
     try:
-        parse(data)
+        info = parse(data)
     except ModelError as exc:
         raise ModelError(f"{model_path}: {exc.message}", exc.hint) from None
     if not runtime_available():
         raise ToolMissingError("--strip proves the stripped model on TFLM, which needs the tflite-micro Python package",
                                hint="pip install tflite-micro (x86-64 Linux only), or emit without --strip")
-    stripped = strip(data)
     probe = probe_inputs(data, 2)
-    runs = [MicroRun(m, parse(m), probe, bisect=False) for m in (data, stripped)]
-    results = []
-    try:
-        for r in runs:
-            results.append(r.result(600.0))
-    finally:
-        for r in runs[len(results) + 1:]:  # result() cleaned up after itself, even when it raised
-            r.cancel()
-    before, after = results
-    if len(before.outputs) != len(after.outputs) or any(
-            a.tobytes() != b.tobytes() for a, b in zip(before.outputs, after.outputs)):
-        raise ModelError("the stripped model computes other bytes on TFLM than the model it came from",
-                         hint="this is a bug in edgeq: emit without --strip and report it")
-    return stripped, StripReport(len(data), len(stripped))
+    before = MicroRun(data, info, probe, bisect=False).result(600.0)
+    return verified_strip(data, info, before, probe)
 
 
 def _start_measurement(data: bytes) -> "MicroRun | None":

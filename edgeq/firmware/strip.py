@@ -89,7 +89,7 @@ def verified_strip(data: bytes, info: ModelInfo, micro: Any, inputs: Any, *, sam
         same = all(a[:n].tobytes() == b.tobytes() for a, b in zip(micro.outputs, again.outputs))
         if not same or len(again.outputs) != len(micro.outputs):
             raise ModelError("the stripped model computes other bytes on TFLM than the model it came from",
-                             hint="this is a bug in edgeq: build without --strip and report it")
+                             hint="this is a bug in edgeq: run without --strip and report it")
     return stripped, stripped_info(stripped, info), StripReport(len(data), len(stripped))
 
 
