@@ -257,9 +257,10 @@ def choose_order(tflite: bytes, inputs: "Sequence[np.ndarray]", outputs: "Sequen
     from edgeq.firmware.memory_plan import choose_plan
     from edgeq.model.tflite_info import parse
 
-    found = best_order(read_graph(tflite))
+    graph = read_graph(tflite)
+    found = best_order(graph)
     if not found.changed:
-        why = ("the file's operator order already has the lowest peak" if eligible(read_graph(tflite)) else
+        why = ("the file's operator order already has the lowest peak" if eligible(graph) else
                "edgeq reorders only single-subgraph models without control flow")
         return OrderReport(False, why, found, arena)
     reordered = reorder(tflite, found.order)
